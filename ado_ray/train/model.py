@@ -1,0 +1,105 @@
+"""GPT-2 models from presets, built with Hugging Face ``transformers`` and PyTorch SDPA attention."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+log = logging.getLogger(__name__)
+
+# Dropout is off in every preset: modern pre-training runs use none, and it keeps runs
+# bit-reproducible across resumes without replaying dropout RNG streams.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"n_layer": 2, "n_embd": 128, "n_head": 4},  # CPU tests and the quickstart
+    "small": {"n_layer": 12, "n_embd": 768, "n_head": 12},  # GPT-2 small, 124M
+    "medium": {"n_layer": 24, "n_embd": 1024, "n_head": 16},  # GPT-2 medium, 355M
+}
+OVERRIDE_KEYS = ("n_layer", "n_embd", "n_head", "n_positions", "dropout")
+
+
+def model_config(
+    preset: str, vocab_size: int, seq_len: int, overrides: dict[str, Any] | None = None
+) -> GPT2Config:
+    """A ``GPT2Config`` for ``preset`` with ``overrides`` applied.
+
+    The context (``n_positions``) defaults to the training sequence length, rounded up to a
+    multiple of 64; the vocabulary is the corpus's.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"model.preset={preset!r} is unknown: allowed {sorted(PRESETS)}")
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(OVERRIDE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"model.overrides has unknown keys {sorted(unknown)}: allowed {list(OVERRIDE_KEYS)}"
+        )
+    params = dict(PRESETS[preset])
+    params["n_positions"] = max(64, -(-seq_len // 64) * 64)
+    dropout = float(overrides.pop("dropout", 0.0))
+    params.update(overrides)
+    if params["n_positions"] < seq_len:
+        raise ValueError(
+            f"model.overrides.n_positions={params['n_positions']} is shorter than the "
+            f"sequence length {seq_len}: allowed >= {seq_len}"
+        )
+    if params["n_embd"] % params["n_head"]:
+        raise ValueError(
+            f"model n_embd={params['n_embd']} is not divisible by n_head={params['n_head']}"
+        )
+    return GPT2Config(
+        vocab_size=vocab_size,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=vocab_size - 1,
+        eos_token_id=vocab_size - 1,
+        **params,
+    )
+
+
+def build_model(
+    preset: str,
+    vocab_size: int,
+    seq_len: int,
+    overrides: dict[str, Any] | None = None,
+    pretrained: str | None = None,
+) -> GPT2LMHeadModel:
+    """A GPT-2 LM with SDPA attention: fresh from ``preset``, or ``pretrained`` hub weights.
+
+    ``pretrained`` (e.g. ``"gpt2"``) loads the hub checkpoint (the hub or its local cache must be
+    reachable); the corpus must then use the GPT-2 tokenizer, so its vocabulary must fit.
+    """
+    if pretrained:
+        model = GPT2LMHeadModel.from_pretrained(pretrained, attn_implementation="sdpa")
+        if model.config.vocab_size < vocab_size:
+            raise ValueError(
+                f"model.pretrained={pretrained!r} has a vocabulary of {model.config.vocab_size}, "
+                f"smaller than the corpus's {vocab_size}: use a corpus tokenised with its tokenizer"
+            )
+        if model.config.n_positions < seq_len:
+            raise ValueError(
+                f"model.pretrained={pretrained!r} has a context of {model.config.n_positions}, "
+                f"shorter than the sequence length {seq_len}"
+            )
+        log.info("loaded pretrained weights %s", pretrained)
+        return model
+    config = model_config(preset, vocab_size, seq_len, overrides)
+    return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+
+
+def count_parameters(model: torch.nn.Module, non_embedding: bool = True) -> int:
+    """Parameter count; without the position and token embeddings when ``non_embedding``."""
+    total = sum(p.numel() for p in model.parameters())
+    if non_embedding:
+        total -= model.transformer.wpe.weight.numel()
+    return total
+
+
+def flops_per_token(model: GPT2LMHeadModel, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), as in the PaLM appendix: 6N + 12 L d T."""
+    cfg = model.config
+    n = count_parameters(model, non_embedding=True)
+    return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * seq_len
