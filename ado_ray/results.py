@@ -1,0 +1,850 @@
+"""Study results as Parquet: the writer the sweep calls, the reader the analysis uses, the schema.
+
+A results directory (any URI :mod:`ado_ray.storage` understands: a local path, ``file://``,
+``s3://``, ``gs://``) holds::
+
+    trials.parquet   one row per trial (wide: hyperparameters as hp_<name>, final aggregates)
+    steps.parquet    one row per (trial, training step, domain): weight, count, train loss, law
+    evals.parquet    one row per (trial, evaluation step, domain): held-out loss and perplexity
+    study.yaml       the study file as run
+    meta.json        package version, schema version, creation time (plus optional extras)
+    VERSION          the schema version as text
+    parts/           <trial_id>.{trials,steps,evals}.parquet, one set per trial
+
+Each finished trial is written as its own part files (so concurrent trials never touch the same
+file, and a re-added trial simply replaces its parts); :meth:`ResultsWriter.merge` concatenates
+them into the three top-level files. Every file is written atomically (temporary sibling, then
+rename; a single PUT on object stores), so a crash never leaves a half-written file behind.
+``docs/results_schema.md`` documents every column.
+
+The files are plain Parquet: no pandas index metadata, no extension types, timestamps as
+``timestamp[us, tz=UTC]``, JSON lists stored as strings. DuckDB, pandas and polars read them
+without help.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ado_ray import storage
+
+SCHEMA_VERSION = 1
+
+TRIALS_FILE = "trials.parquet"
+STEPS_FILE = "steps.parquet"
+EVALS_FILE = "evals.parquet"
+STUDY_FILE = "study.yaml"
+META_FILE = "meta.json"
+VERSION_FILE = "VERSION"
+PARTS_DIR = "parts"
+
+#: Statuses after which a trial is not run again on ``--resume``. ``pruned`` covers trials an
+#: early-stopping scheduler ended (they are finished, just short).
+FINISHED_STATUSES = frozenset({"completed", "failed", "pruned"})
+KNOWN_STATUSES = FINISHED_STATUSES | {"running"}
+
+TS = pa.timestamp("us", tz="UTC")
+
+#: trials.parquet, in column order. The ``hp_<name>`` columns follow these, sorted by name.
+TRIALS_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("schema_version", pa.int32(), nullable=False),
+    pa.field("study", pa.string()),
+    pa.field("trial_id", pa.string(), nullable=False),
+    pa.field("arm", pa.string()),
+    pa.field("phase", pa.string()),
+    pa.field("config_id", pa.string()),
+    pa.field("seed", pa.int64()),
+    pa.field("status", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("val_loss_balanced", pa.float64()),
+    pa.field("val_loss_natural", pa.float64()),
+    pa.field("val_ppl_balanced", pa.float64()),
+    pa.field("val_ppl_natural", pa.float64()),
+    pa.field("excess_loss_balanced", pa.float64()),
+    pa.field("tokens_seen", pa.int64()),
+    pa.field("steps", pa.int64()),
+    pa.field("wall_seconds", pa.float64()),
+    pa.field("tokens_per_second", pa.float64()),
+    pa.field("time_data_s", pa.float64()),
+    pa.field("time_compute_s", pa.float64()),
+    pa.field("time_policy_wait_s", pa.float64()),
+    pa.field("num_domains", pa.int32()),
+    pa.field("domains", pa.string()),
+    pa.field("package_version", pa.string()),
+    pa.field("started_at", TS),
+    pa.field("finished_at", TS),
+)
+TRIALS_COLUMNS: tuple[str, ...] = tuple(f.name for f in TRIALS_FIELDS)
+HP_PREFIX = "hp_"
+
+#: The metric columns of trials.parquet; they may come in ``record["metrics"]`` or at the top
+#: level of the record (``metrics`` wins).
+METRIC_COLUMNS: tuple[str, ...] = (
+    "val_loss_balanced",
+    "val_loss_natural",
+    "val_ppl_balanced",
+    "val_ppl_natural",
+    "excess_loss_balanced",
+    "tokens_seen",
+    "steps",
+    "wall_seconds",
+    "tokens_per_second",
+    "time_data_s",
+    "time_compute_s",
+    "time_policy_wait_s",
+)
+
+STEPS_SCHEMA = pa.schema(
+    [
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("domain_index", pa.int32(), nullable=False),
+        pa.field("weight", pa.float64()),
+        pa.field("count", pa.int64()),
+        pa.field("train_loss", pa.float64()),
+        pa.field("law_eps", pa.float64()),
+        pa.field("law_beta", pa.float64()),
+        pa.field("law_alpha", pa.float64()),
+    ]
+)
+STEPS_COLUMNS: tuple[str, ...] = tuple(STEPS_SCHEMA.names)
+
+EVALS_SCHEMA = pa.schema(
+    [
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("domain_index", pa.int32(), nullable=False),
+        pa.field("val_loss", pa.float64()),
+        pa.field("val_ppl", pa.float64()),
+        pa.field("entropy_rate", pa.float64()),
+        pa.field("excess_loss", pa.float64()),
+        pa.field("tokens_seen", pa.int64()),
+    ]
+)
+EVALS_COLUMNS: tuple[str, ...] = tuple(EVALS_SCHEMA.names)
+
+_RECORD_KEYS = frozenset(TRIALS_COLUMNS) | {"hparams", "metrics"}
+_PART_KINDS = ("trials", "steps", "evals")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+_MAX_ERROR_CHARS = 20_000
+
+
+# --------------------------------------------------------------------------------------------
+# small conversions
+
+
+def _scalar(value: Any) -> Any:
+    """NumPy scalars become Python scalars; NaN stays a float."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _opt_float(value: Any) -> float | None:
+    """A finite-or-inf float, or None for None/NaN."""
+    value = _scalar(value)
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _opt_int(value: Any) -> int | None:
+    value = _scalar(value)
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if not value.is_integer():
+            raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _timestamp(value: Any) -> _dt.datetime | None:
+    """datetime / pandas Timestamp / ISO string / epoch seconds -> aware UTC datetime."""
+    value = _scalar(value)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return _dt.datetime.fromtimestamp(float(value), tz=_dt.timezone.utc)
+    if isinstance(value, str):
+        value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if not isinstance(value, _dt.datetime):
+        raise ValueError(f"cannot read a timestamp from {value!r}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_dt.timezone.utc)
+    return value.astimezone(_dt.timezone.utc)
+
+
+def _jsonable(value: Any) -> Any:
+    value = _scalar(value)
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def hp_column(name: str) -> str:
+    """The trials.parquet column of hyperparameter ``name``: ``hp_`` + name, with every
+    character outside ``[A-Za-z0-9_]`` replaced by ``_`` (so SQL needs no quoting)."""
+    return HP_PREFIX + re.sub(r"[^0-9A-Za-z_]", "_", str(name))
+
+
+def _hp_value(value: Any) -> tuple[Any, pa.DataType]:
+    """A hyperparameter value and its Arrow type: bool, int64, float64 or string.
+
+    Lists, tuples, dicts and arrays (e.g. the fixed arm's weights) become JSON strings.
+    """
+    value = _scalar(value)
+    if value is None:
+        return None, pa.null()
+    if isinstance(value, bool):
+        return value, pa.bool_()
+    if isinstance(value, int):
+        return value, pa.int64()
+    if isinstance(value, float):
+        return (None if math.isnan(value) else value), pa.float64()
+    if isinstance(value, str):
+        return value, pa.string()
+    if isinstance(value, (list, tuple, Mapping, np.ndarray)):
+        return json.dumps(_jsonable(value)), pa.string()
+    return str(value), pa.string()
+
+
+def config_id(arm: str, hparams: Mapping[str, Any] | None) -> str:
+    """A stable id for a hyperparameter configuration, the same across seeds.
+
+    The first 12 hex digits of SHA-1 over the arm and the sorted hyperparameters as JSON.
+    Leave ``seed`` (and anything else that varies between repeats) out of ``hparams``.
+    """
+    payload = json.dumps(
+        {"arm": str(arm), "hparams": _jsonable(dict(hparams or {}))},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]
+
+
+def _check_trial_id(trial_id: Any) -> str:
+    if trial_id is None:
+        raise ValueError("results: the trial record needs a 'trial_id'")
+    trial_id = str(trial_id)
+    if not _SAFE_ID.match(trial_id) or ".." in trial_id:
+        raise ValueError(
+            f"results: trial_id {trial_id!r} must match {_SAFE_ID.pattern} (it names part files)"
+        )
+    return trial_id
+
+
+# --------------------------------------------------------------------------------------------
+# wide -> long
+
+
+def _as_list(value: Any, k: int, what: str, step: Any) -> list[Any]:
+    if value is None:
+        return [None] * k
+    seq = list(np.asarray(value, dtype=object).reshape(-1)) if np.ndim(value) else [value]
+    if len(seq) != k:
+        raise ValueError(f"results: step {step}: {what} has {len(seq)} entries, expected {k}")
+    return seq
+
+
+def steps_table(
+    trial_id: str, domains: Sequence[str], steps: Iterable[Mapping[str, Any]]
+) -> pa.Table:
+    """Long-format steps rows from the training loop's wide per-step dicts.
+
+    Each dict: ``step``, ``weights`` [K], ``counts`` [K], ``train_loss`` [K] (NaN where the
+    domain had no sequences), ``law`` None or K triples (eps, beta, alpha).
+    """
+    k = len(domains)
+    cols: dict[str, list[Any]] = {name: [] for name in STEPS_COLUMNS}
+    for row in steps:
+        step = _opt_int(row["step"])
+        weights = _as_list(row.get("weights"), k, "weights", step)
+        counts = _as_list(row.get("counts"), k, "counts", step)
+        losses = _as_list(row.get("train_loss"), k, "train_loss", step)
+        law = row.get("law")
+        if law is None:
+            laws: list[Any] = [None] * k
+        else:
+            laws = list(law)
+            if len(laws) != k:
+                raise ValueError(f"results: step {step}: law has {len(laws)} rows, expected {k}")
+        for i, name in enumerate(domains):
+            count = _opt_int(counts[i])
+            loss = _opt_float(losses[i])
+            if count == 0:
+                loss = None
+            triple = laws[i]
+            if triple is None:
+                eps = beta = alpha = None
+            else:
+                eps, beta, alpha = (_opt_float(x) for x in triple)
+            cols["trial_id"].append(trial_id)
+            cols["step"].append(step)
+            cols["domain"].append(str(name))
+            cols["domain_index"].append(i)
+            cols["weight"].append(_opt_float(weights[i]))
+            cols["count"].append(count)
+            cols["train_loss"].append(loss)
+            cols["law_eps"].append(eps)
+            cols["law_beta"].append(beta)
+            cols["law_alpha"].append(alpha)
+    return pa.Table.from_pydict(cols, schema=STEPS_SCHEMA)
+
+
+def evals_table(
+    trial_id: str, domains: Sequence[str], evals: Iterable[Mapping[str, Any]]
+) -> pa.Table:
+    """Long-format evals rows from wide dicts: ``step``, ``tokens_seen``, ``val_loss`` [K],
+    ``entropy_rate`` [K] or None. ``val_ppl = exp(val_loss)``; ``excess_loss = val_loss -
+    entropy_rate`` where the entropy rate is known."""
+    k = len(domains)
+    cols: dict[str, list[Any]] = {name: [] for name in EVALS_COLUMNS}
+    for row in evals:
+        step = _opt_int(row["step"])
+        tokens = _opt_int(row.get("tokens_seen"))
+        losses = _as_list(row.get("val_loss"), k, "val_loss", step)
+        entropy = _as_list(row.get("entropy_rate"), k, "entropy_rate", step)
+        for i, name in enumerate(domains):
+            loss = _opt_float(losses[i])
+            h = _opt_float(entropy[i])
+            cols["trial_id"].append(trial_id)
+            cols["step"].append(step)
+            cols["domain"].append(str(name))
+            cols["domain_index"].append(i)
+            cols["val_loss"].append(loss)
+            cols["val_ppl"].append(None if loss is None else _safe_exp(loss))
+            cols["entropy_rate"].append(h)
+            cols["excess_loss"].append(None if loss is None or h is None else loss - h)
+            cols["tokens_seen"].append(tokens)
+    return pa.Table.from_pydict(cols, schema=EVALS_SCHEMA)
+
+
+def _safe_exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def trial_table(
+    record: Mapping[str, Any],
+    study: str,
+    package_version: str | None,
+    evals: Sequence[Mapping[str, Any]] | None = None,
+) -> pa.Table:
+    """The one-row trials table of a trial record (see :meth:`ResultsWriter.add_trial`)."""
+    unknown = sorted(set(record) - _RECORD_KEYS)
+    if unknown:
+        warnings.warn(
+            f"results: trial record keys {unknown} are not trials.parquet columns; dropped "
+            "(put hyperparameters under 'hparams' and metrics under 'metrics')",
+            stacklevel=3,
+        )
+    trial_id = _check_trial_id(record.get("trial_id"))
+    metrics = dict(record.get("metrics") or {})
+    unknown_metrics = sorted(set(metrics) - set(METRIC_COLUMNS))
+    if unknown_metrics:
+        warnings.warn(
+            f"results: metrics {unknown_metrics} are not trials.parquet columns; dropped",
+            stacklevel=3,
+        )
+    hparams = dict(record.get("hparams") or {})
+    arm = record.get("arm")
+    status = record.get("status")
+    status = None if status is None else str(status).lower()
+    if status is not None and status not in KNOWN_STATUSES:
+        warnings.warn(f"results: unknown trial status {status!r}", stacklevel=3)
+
+    domains = record.get("domains")
+    domains = None if domains is None else [str(d) for d in domains]
+
+    def metric(name: str) -> Any:
+        if name in metrics:
+            return metrics[name]
+        return record.get(name)
+
+    values: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "study": str(record.get("study") or study),
+        "trial_id": trial_id,
+        "arm": None if arm is None else str(arm),
+        "phase": None if record.get("phase") is None else str(record["phase"]),
+        "config_id": (
+            str(record["config_id"])
+            if record.get("config_id") is not None
+            else config_id(str(arm), hparams)
+        ),
+        "seed": _opt_int(record.get("seed")),
+        "status": status,
+        "error": None if record.get("error") is None else str(record["error"])[:_MAX_ERROR_CHARS],
+        "num_domains": None if domains is None else len(domains),
+        "domains": None if domains is None else json.dumps(domains),
+        "package_version": str(record.get("package_version") or package_version or "") or None,
+        "started_at": _timestamp(record.get("started_at")),
+        "finished_at": _timestamp(record.get("finished_at")),
+    }
+    for name in METRIC_COLUMNS:
+        if name in ("tokens_seen", "steps"):
+            values[name] = _opt_int(metric(name))
+        else:
+            values[name] = _opt_float(metric(name))
+    _derive_metrics(values, domains, evals)
+
+    fields = list(TRIALS_FIELDS)
+    arrays = [pa.array([values[f.name]], type=f.type) for f in fields]
+    hp_cols: dict[str, tuple[Any, pa.DataType]] = {}
+    for name, value in hparams.items():
+        col = hp_column(name)
+        if col in hp_cols:
+            raise ValueError(f"results: hyperparameters collide on column {col!r}")
+        hp_cols[col] = _hp_value(value)
+    for col in sorted(hp_cols):
+        value, typ = hp_cols[col]
+        fields.append(pa.field(col, typ))
+        arrays.append(pa.array([value], type=typ))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _derive_metrics(
+    values: dict[str, Any], domains: list[str] | None, evals: Sequence[Mapping[str, Any]] | None
+) -> None:
+    """Fill aggregates the record left out but the data determines (never overrides)."""
+    if (
+        evals
+        and domains
+        and values["val_loss_balanced"] is None
+        and values["status"] == "completed"
+    ):
+        last = max(evals, key=lambda e: e["step"])
+        losses = [
+            _opt_float(x)
+            for x in _as_list(last.get("val_loss"), len(domains), "val_loss", last["step"])
+        ]
+        if all(x is not None for x in losses):
+            values["val_loss_balanced"] = float(np.mean(losses))
+            entropy = last.get("entropy_rate")
+            if entropy is not None and values["excess_loss_balanced"] is None:
+                hs = [
+                    _opt_float(x)
+                    for x in _as_list(entropy, len(domains), "entropy_rate", last["step"])
+                ]
+                if all(h is not None for h in hs):
+                    values["excess_loss_balanced"] = float(np.mean(np.subtract(losses, hs)))
+    for kind in ("balanced", "natural"):
+        loss = values[f"val_loss_{kind}"]
+        if values[f"val_ppl_{kind}"] is None and loss is not None:
+            values[f"val_ppl_{kind}"] = _safe_exp(loss)
+    tokens, wall = values["tokens_seen"], values["wall_seconds"]
+    if values["tokens_per_second"] is None and tokens is not None and wall:
+        values["tokens_per_second"] = tokens / wall
+
+
+# --------------------------------------------------------------------------------------------
+# unifying part schemas
+
+
+def _unify_type(types: Iterable[pa.DataType]) -> pa.DataType:
+    kinds = {t for t in types if t != pa.null()}
+    if not kinds:
+        return pa.string()  # an all-null column: readable everywhere, unlike Arrow's null type
+    if len(kinds) == 1:
+        return kinds.pop()
+    if kinds <= {pa.int64(), pa.float64()}:
+        return pa.float64()
+    return pa.string()
+
+
+def _to_string(array: pa.ChunkedArray) -> pa.ChunkedArray:
+    if array.type == pa.string():
+        return array
+    if array.type == pa.null():
+        return array.cast(pa.string())
+    if array.type == pa.bool_():
+        # JSON spelling, so a mixed column still parses as JSON.
+        values = [None if v is None else ("true" if v else "false") for v in array.to_pylist()]
+        return pa.chunked_array([pa.array(values, type=pa.string())])
+    return array.cast(pa.string())
+
+
+def concat_trials(tables: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate one-or-more-row trials tables whose hp_ columns differ in presence or type.
+
+    Missing hp columns become null. A column that is int in some trials and float in others
+    becomes float; any other mixture becomes string (bools as ``true``/``false``).
+    """
+    if not tables:
+        return empty_trials()
+    hp_types: dict[str, list[pa.DataType]] = {}
+    for t in tables:
+        for f in t.schema:
+            if f.name not in TRIALS_COLUMNS:
+                hp_types.setdefault(f.name, []).append(f.type)
+    target = pa.schema(
+        list(TRIALS_FIELDS) + [pa.field(c, _unify_type(hp_types[c])) for c in sorted(hp_types)]
+    )
+    aligned = []
+    for t in tables:
+        arrays = []
+        for f in target:
+            if f.name in t.column_names:
+                col = t.column(f.name)
+                if col.type != f.type:
+                    col = _to_string(col) if f.type == pa.string() else col.cast(f.type)
+                arrays.append(col)
+            else:
+                arrays.append(pa.nulls(t.num_rows, type=f.type))
+        aligned.append(pa.Table.from_arrays(arrays, schema=target))
+    return pa.concat_tables(aligned)
+
+
+def empty_trials() -> pa.Table:
+    return pa.schema(list(TRIALS_FIELDS)).empty_table()
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast ``table`` to ``schema`` (dropping metadata)."""
+    arrays = []
+    for f in schema:
+        if f.name in table.column_names:
+            arrays.append(table.column(f.name).cast(f.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _concat_long(tables: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
+    if not tables:
+        return schema.empty_table()
+    return pa.concat_tables([_conform(t, schema) for t in tables])
+
+
+def _without_ids(table: pa.Table, trial_ids: set[str]) -> pa.Table:
+    if not trial_ids or table.num_rows == 0:
+        return table
+    import pyarrow.compute as pc
+
+    mask = pc.invert(pc.is_in(table.column("trial_id"), value_set=pa.array(sorted(trial_ids))))
+    return table.filter(mask)
+
+
+def _sorted(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    return table.sort_by([(k, "ascending") for k in keys])
+
+
+# --------------------------------------------------------------------------------------------
+# parts on storage
+
+
+@dataclass
+class _Parts:
+    """What the parts directory holds: per trial id, kind -> (uri, mtime in ns or None)."""
+
+    files: dict[str, dict[str, tuple[str, int | None]]] = field(default_factory=dict)
+
+    def trial_ids(self) -> list[str]:
+        return sorted(tid for tid, kinds in self.files.items() if "trials" in kinds)
+
+
+def _part_name(trial_id: str, kind: str) -> str:
+    return f"{trial_id}.{kind}.parquet"
+
+
+def _scan_parts(uri: str) -> _Parts:
+    parts_uri = storage.join(uri, PARTS_DIR)
+    fs, path = storage.resolve(parts_uri)
+    parts = _Parts()
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return parts
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=False)):
+        name = info.base_name
+        if info.type != pafs.FileType.File or ".tmp-" in name or not name.endswith(".parquet"):
+            continue
+        stem = name[: -len(".parquet")]
+        trial_id, _, kind = stem.rpartition(".")
+        if kind not in _PART_KINDS or not trial_id:
+            continue
+        mtime = info.mtime_ns
+        parts.files.setdefault(trial_id, {})[kind] = (storage.join(parts_uri, name), mtime)
+    return parts
+
+
+def _mtime_ns(uri: str) -> int | None:
+    fs, path = storage.resolve(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return None
+    return info.mtime_ns
+
+
+def _read_parts(
+    parts: _Parts, trial_ids: Iterable[str]
+) -> tuple[list[pa.Table], list[pa.Table], list[pa.Table]]:
+    trials, steps, evals = [], [], []
+    for tid in trial_ids:
+        kinds = parts.files[tid]
+        trials.append(storage.read_table(kinds["trials"][0]))
+        if "steps" in kinds:
+            steps.append(storage.read_table(kinds["steps"][0]))
+        if "evals" in kinds:
+            evals.append(storage.read_table(kinds["evals"][0]))
+    return trials, steps, evals
+
+
+def _read_if_exists(uri: str) -> pa.Table | None:
+    if not storage.exists(uri):
+        return None
+    return storage.read_table(uri)
+
+
+def _combine(
+    merged: tuple[pa.Table | None, pa.Table | None, pa.Table | None],
+    part_tables: tuple[list[pa.Table], list[pa.Table], list[pa.Table]],
+    part_ids: set[str],
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Merged files overlaid with parts: a trial's parts replace all its merged rows."""
+    m_trials, m_steps, m_evals = merged
+    p_trials, p_steps, p_evals = part_tables
+    trials = [] if m_trials is None else [_without_ids(m_trials, part_ids)]
+    steps = [] if m_steps is None else [_without_ids(m_steps, part_ids)]
+    evals = [] if m_evals is None else [_without_ids(m_evals, part_ids)]
+    return (
+        _sorted(concat_trials(trials + p_trials), ["trial_id"]),
+        _sorted(_concat_long(steps + p_steps, STEPS_SCHEMA), ["trial_id", "step", "domain_index"]),
+        _sorted(_concat_long(evals + p_evals, EVALS_SCHEMA), ["trial_id", "step", "domain_index"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# writer
+
+
+class ResultsWriter:
+    """Writes a study's results under ``uri`` (see the module docstring for the layout).
+
+    Safe to use from several processes at once as long as each trial id is added by one of
+    them; :meth:`merge` is meant for one process (the study driver) at a time.
+    """
+
+    def __init__(self, uri: str, study_name: str):
+        self.uri = storage.normalize(uri)
+        self.study_name = str(study_name)
+        self.package_version: str | None = None
+        storage.makedirs(storage.join(self.uri, PARTS_DIR))
+
+    # -- metadata
+
+    def write_meta(
+        self, study_yaml: str, package_version: str, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write ``study.yaml`` (the study file as run), ``meta.json`` and ``VERSION``.
+
+        ``extra`` adds keys to meta.json (e.g. ``seq_len``, which the analysis uses to put the
+        scaling-law plot in 1024-token units).
+        """
+        self.package_version = str(package_version)
+        meta = {
+            "study": self.study_name,
+            "schema_version": SCHEMA_VERSION,
+            "package_version": self.package_version,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if extra:
+            for key, value in extra.items():
+                meta.setdefault(str(key), _jsonable(value))
+        storage.write_text_atomic(storage.join(self.uri, STUDY_FILE), study_yaml or "")
+        storage.write_text_atomic(
+            storage.join(self.uri, META_FILE), json.dumps(meta, indent=2, default=str) + "\n"
+        )
+        storage.write_text_atomic(storage.join(self.uri, VERSION_FILE), f"{SCHEMA_VERSION}\n")
+
+    # -- trials
+
+    def add_trial(self, record: dict, steps: list[dict] | None, evals: list[dict] | None) -> None:
+        """Record one trial: its row, and its per-step and per-evaluation history.
+
+        ``record``: ``trial_id`` (required), ``arm``, ``phase``, ``config_id`` (derived from arm
+        and hparams with :func:`config_id` when absent), ``seed``, ``status``, ``error``,
+        ``domains`` [K names], ``hparams`` {name: value}, ``metrics`` {column: value}, and any
+        other trials.parquet column (``started_at``, ``finished_at``, ``package_version``...).
+        ``steps`` / ``evals``: wide per-step / per-eval dicts (see :func:`steps_table`,
+        :func:`evals_table`); they need ``record["domains"]``.
+
+        Writes ``parts/<trial_id>.{steps,evals,trials}.parquet``, the trials part last, so a
+        trial counts as recorded only once all its parts are in place. Re-adding a trial id
+        replaces its parts (a part it no longer has is deleted).
+        """
+        trial_id = _check_trial_id(record.get("trial_id"))
+        domains = record.get("domains")
+        if (steps or evals) and not domains:
+            raise ValueError(f"results: trial {trial_id}: steps/evals need record['domains']")
+        row = trial_table(record, self.study_name, self.package_version, evals)
+        parts_uri = storage.join(self.uri, PARTS_DIR)
+        for kind, rows, build in (("steps", steps, steps_table), ("evals", evals, evals_table)):
+            part = storage.join(parts_uri, _part_name(trial_id, kind))
+            if rows:
+                storage.write_table_atomic(part, build(trial_id, list(domains), rows))
+            elif storage.exists(part):
+                storage.delete(part)
+        storage.write_table_atomic(storage.join(parts_uri, _part_name(trial_id, "trials")), row)
+
+    def finished_trial_ids(self) -> set[str]:
+        """Trial ids already recorded as finished (completed, failed or pruned), from the parts
+        and the merged trials file: the trials ``--resume`` need not run again."""
+        status: dict[str, str | None] = {}
+        merged = _read_if_exists(storage.join(self.uri, TRIALS_FILE))
+        if merged is not None:
+            status.update(
+                zip(merged.column("trial_id").to_pylist(), merged.column("status").to_pylist())
+            )
+        parts = _scan_parts(self.uri)
+        for tid in parts.trial_ids():  # parts are never older than what was merged from them
+            row = storage.read_table(parts.files[tid]["trials"][0])
+            status[tid] = row.column("status")[0].as_py()
+        return {tid for tid, st in status.items() if st in FINISHED_STATUSES}
+
+    # -- merge
+
+    def merge(self) -> None:
+        """Write trials/steps/evals.parquet from the parts (plus rows already merged for trials
+        whose parts are gone), each atomically. Readers see the old file or the new one."""
+        tables = _load(self.uri, only_newer_parts=False)
+        trials, steps, evals = tables
+        # Steps and evals first: a reader that sees a trial in trials.parquet finds its history.
+        storage.write_table_atomic(storage.join(self.uri, STEPS_FILE), steps)
+        storage.write_table_atomic(storage.join(self.uri, EVALS_FILE), evals)
+        storage.write_table_atomic(storage.join(self.uri, TRIALS_FILE), trials)
+        if not storage.exists(storage.join(self.uri, VERSION_FILE)):
+            storage.write_text_atomic(storage.join(self.uri, VERSION_FILE), f"{SCHEMA_VERSION}\n")
+
+
+def _load(uri: str, only_newer_parts: bool) -> tuple[pa.Table, pa.Table, pa.Table]:
+    trials_uri = storage.join(uri, TRIALS_FILE)
+    merged = (
+        _read_if_exists(trials_uri),
+        _read_if_exists(storage.join(uri, STEPS_FILE)),
+        _read_if_exists(storage.join(uri, EVALS_FILE)),
+    )
+    parts = _scan_parts(uri)
+    ids = parts.trial_ids()
+    if only_newer_parts and merged[0] is not None:
+        merged_mtime = _mtime_ns(trials_uri)
+        merged_ids = set(merged[0].column("trial_id").to_pylist())
+
+        def stale(tid: str) -> bool:
+            if tid not in merged_ids or merged_mtime is None:
+                return True
+            times = [m for _, m in parts.files[tid].values()]
+            # >= : equal timestamps (coarse clocks on object stores) count as newer.
+            return any(m is None or m >= merged_mtime for m in times)
+
+        ids = [tid for tid in ids if stale(tid)]
+    return _combine(merged, _read_parts(parts, ids), set(ids))
+
+
+# --------------------------------------------------------------------------------------------
+# reader
+
+
+@dataclass
+class Results:
+    """A study's results as pandas DataFrames (columns as documented in results_schema.md)."""
+
+    uri: str
+    trials: pd.DataFrame
+    steps: pd.DataFrame
+    evals: pd.DataFrame
+    study_yaml: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @property
+    def study(self) -> str | None:
+        if self.meta and self.meta.get("study"):
+            return str(self.meta["study"])
+        if not self.trials.empty:
+            return (
+                str(self.trials["study"].dropna().iloc[0])
+                if self.trials["study"].notna().any()
+                else None
+            )
+        return None
+
+    def hp_columns(self) -> list[str]:
+        return [c for c in self.trials.columns if c.startswith(HP_PREFIX)]
+
+    def domains(self) -> list[str]:
+        """Domain names in domain_index order."""
+        for frame in (self.evals, self.steps):
+            if not frame.empty:
+                pairs = (
+                    frame[["domain_index", "domain"]].drop_duplicates().sort_values("domain_index")
+                )
+                return [str(d) for d in pairs["domain"]]
+        if not self.trials.empty and self.trials["domains"].notna().any():
+            return list(json.loads(self.trials["domains"].dropna().iloc[0]))
+        return []
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    return table.replace_schema_metadata(None).to_pandas()
+
+
+def read_results(uri: str, include_parts: bool = True) -> Results:
+    """Read a results directory. Trials whose parts are newer than the merged files (or not in
+    them at all) are merged in memory, so an unmerged or half-run study reads complete."""
+    uri = storage.normalize(uri)
+    if include_parts:
+        trials, steps, evals = _load(uri, only_newer_parts=True)
+    else:
+        trials, steps, evals = _combine(
+            (
+                _read_if_exists(storage.join(uri, TRIALS_FILE)),
+                _read_if_exists(storage.join(uri, STEPS_FILE)),
+                _read_if_exists(storage.join(uri, EVALS_FILE)),
+            ),
+            ([], [], []),
+            set(),
+        )
+    study_yaml = None
+    study_uri = storage.join(uri, STUDY_FILE)
+    if storage.exists(study_uri):
+        study_yaml = storage.read_text(study_uri)
+    meta = None
+    meta_uri = storage.join(uri, META_FILE)
+    if storage.exists(meta_uri):
+        meta = json.loads(storage.read_text(meta_uri))
+    return Results(
+        uri=uri,
+        trials=_to_pandas(trials),
+        steps=_to_pandas(steps),
+        evals=_to_pandas(evals),
+        study_yaml=study_yaml,
+        meta=meta,
+    )
