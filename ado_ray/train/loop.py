@@ -230,6 +230,8 @@ def run_training(
         start, tokens_seen = int(state["step"]) + 1, int(state["tokens_seen"])
         eval_round, timing = int(state["eval_round"]), dict(state["timing"])
         log.info("resumed at step %d", start)
+    elif rt.rank == 0 and hasattr(mixture, "reset"):
+        mixture.reset()  # a restart without a checkpoint replays from step 0 into a fresh policy
     if rt.world_size > 1 and dist.is_available() and dist.is_initialized():
         dist.barrier()  # rank 0 has restored the mixture before anyone asks it for weights
 
@@ -329,6 +331,8 @@ def run_training(
             means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         if rt.rank == 0:
             mixture.observe(step, counts, means)
+        elif hasattr(mixture, "prefetch"):
+            mixture.prefetch(step + 1)
         tokens_seen += cfg.batch_size * seq_len
         t4 = time.perf_counter()
         timing["policy_wait"] += (t1 - t0) + (t4 - t3)

@@ -1,0 +1,152 @@
+"""One trial under Ray Train: a ``TorchTrainer`` running the plain loop on N workers.
+
+The trial's driver (a Tune function trainable, or the ``ado-ray train`` process) calls
+:func:`run_trial`. It creates the mixture actor, runs ``TorchTrainer.fit()``, and returns the
+trial's record from the actor. Workers checkpoint the model, optimiser, scheduler, sampler and the
+actor's state through ``ray.train.report``; after a worker failure (``FailureConfig``) or a Tune
+restore they resume from the last checkpoint with the weights and batches they would have had.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from ado_ray import storage
+from ado_ray.data import load_corpus
+from ado_ray.distributed.actor import NAMESPACE, RayMixture, actor_name, create_mixture_actor
+from ado_ray.train.config import TrainConfig
+from ado_ray.train.loop import Runtime, policy_options_for, run_training
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class Placement:
+    """The worker group of one trial."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 1
+
+    def scaling_config(self) -> ray.train.ScalingConfig:
+        resources: dict[str, float] = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            resources["GPU"] = self.gpus_per_worker or 1.0
+        return ray.train.ScalingConfig(
+            num_workers=self.num_workers, use_gpu=self.use_gpu, resources_per_worker=resources
+        )
+
+
+def _load_state(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as path:
+        return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """The function every Ray Train worker runs."""
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg = TrainConfig.from_dict(config["train"])
+    actor = ray.get_actor(config["actor_name"], namespace=NAMESPACE)
+    state = _load_state(ray.train.get_checkpoint())
+
+    def report(metrics: dict[str, Any], ckpt_state: dict[str, Any] | None) -> None:
+        if ckpt_state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(ckpt_state, Path(tmp) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    on_step = None
+    crash = config.get("crash_at_step")
+    if crash is not None:
+        marker = Path(config["crash_marker"])
+
+        def on_step(step: int) -> None:
+            # Fault injection for the tests: one worker dies once, mid-run.
+            if step == crash and rank == world - 1 and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)
+
+    prepare = ray.train.torch.prepare_model if world > 1 else None
+    run_training(
+        cfg,
+        mixture=RayMixture(actor, rank),
+        runtime=Runtime(
+            rank=rank,
+            world_size=world,
+            device=ray.train.torch.get_device(),
+            prepare_model=prepare,
+            report=report,
+            resume_state=state,
+            on_step=on_step,
+        ),
+    )
+
+
+def run_trial(
+    cfg: TrainConfig,
+    trial_name: str,
+    storage_path: str,
+    placement: Placement | None = None,
+    callbacks: list[Any] | None = None,
+    corpus: Any | None = None,
+    crash_at_step: int | None = None,
+    crash_marker: str | None = None,
+) -> dict[str, Any]:
+    """Run one trial on Ray Train and return its record (steps, evals, summary, options).
+
+    Raises ``ray.train.TrainingFailedError`` (or the loop's own error) when the run fails past
+    its retries. The Train run is named ``train-{trial_name}`` under ``storage_path``, so a
+    restarted driver finds its checkpoints.
+    """
+    placement = placement or Placement()
+    corpus = corpus if corpus is not None else load_corpus(cfg.data_source, **cfg.data_options)
+    options = policy_options_for(cfg, corpus)
+    # The actor validates the options at once: a bad one fails here, before any training.
+    actor = create_mixture_actor(
+        trial_name, cfg.policy, corpus.num_domains, options, cfg.mixture_lag,
+        num_workers=placement.num_workers,
+    )
+    ray.get(actor.last_observed.remote())
+    backend = "nccl" if placement.use_gpu else "gloo"
+    trainer = ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": cfg.to_dict(),
+            "actor_name": actor_name(trial_name),
+            "crash_at_step": crash_at_step,
+            "crash_marker": crash_marker,
+        },
+        torch_config=ray.train.torch.TorchConfig(backend=backend),
+        scaling_config=placement.scaling_config(),
+        run_config=ray.train.RunConfig(
+            name=f"train-{trial_name}",
+            storage_path=storage.normalize(storage_path),
+            failure_config=ray.train.FailureConfig(max_failures=placement.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
+        ),
+    )
+    trainer.fit()
+    record = ray.get(actor.export.remote())
+    record["domains"] = list(corpus.domains)
+    record["entropy_rate"] = list(corpus.entropy_rate)
+    del actor  # the driver's handle was the actor's only owner
+    return record
