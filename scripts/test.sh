@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install everything from scratch, lint, and run the test suite. This is what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev
+venv="${ADO_RAY_VENV:-.venv}"
+export RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+"$venv/bin/ruff" check ado_ray tests benchmarks
+"$venv/bin/python" -m pytest -q --timeout=900 "$@"
