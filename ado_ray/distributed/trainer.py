@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
+class TrialFailed(RuntimeError):
+    """A trial that failed past its retries; ``partial`` holds the record it had so far."""
+
+    def __init__(self, message: str, partial: dict[str, Any]):
+        super().__init__(message)
+        self.partial = partial
+
+
 @dataclass
 class Placement:
     """The worker group of one trial."""
@@ -121,7 +129,11 @@ def run_trial(
     options = policy_options_for(cfg, corpus)
     # The actor validates the options at once: a bad one fails here, before any training.
     actor = create_mixture_actor(
-        trial_name, cfg.policy, corpus.num_domains, options, cfg.mixture_lag,
+        trial_name,
+        cfg.policy,
+        corpus.num_domains,
+        options,
+        cfg.mixture_lag,
         num_workers=placement.num_workers,
     )
     ray.get(actor.last_observed.remote())
@@ -144,9 +156,24 @@ def run_trial(
             callbacks=callbacks or [],
         ),
     )
-    trainer.fit()
+    failure: BaseException | None = None
+    try:
+        trainer.fit()
+    except Exception as exc:  # TrainingFailedError wraps the worker's own exception
+        failure = exc
     record = ray.get(actor.export.remote())
     record["domains"] = list(corpus.domains)
     record["entropy_rate"] = list(corpus.entropy_rate)
-    del actor  # the driver's handle was the actor's only owner
+    del actor  # the driver's handle was the actor's only owner: the actor goes with it
+    if failure is not None:
+        raise TrialFailed(_describe(failure), record) from failure
     return record
+
+
+def _describe(exc: BaseException) -> str:
+    """The root cause of a Train failure, in one line (the worker's exception when known)."""
+    cause = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = f"{type(cause).__name__}: {cause}"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -1,0 +1,135 @@
+"""The ``ado-ray`` command: ``sweep``, ``train`` and ``analyze``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from ado_ray import __version__
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ado_ray.distributed.sweep import run_sweep
+    from ado_ray.study import load_study
+
+    study = load_study(args.study).with_overrides(args.set or [])
+    results = run_sweep(study, storage_uri=args.storage, resume=args.resume, address=args.address)
+    print(results)  # the last line: where the results are
+    return 0
+
+
+def _format_summary(record: dict[str, Any]) -> str:
+    summary = record["summary"]
+    domains = record["domains"]
+    entropy = record.get("entropy_rate") or [None] * len(domains)
+    last = record["steps"][-1]["weights"] if record.get("steps") else [float("nan")] * len(domains)
+    passes = summary.get("passes", {})
+    rows = [f"{'domain':<16} {'val_loss':>9} {'floor':>7} {'weight':>7} {'passes':>7}"]
+    for i, d in enumerate(domains):
+        floor = "" if entropy[i] is None else f"{entropy[i]:.3f}"
+        rows.append(
+            f"{d:<16} {summary['val_loss'][d]:>9.4f} {floor:>7} {last[i]:>7.3f} "
+            f"{passes.get(d, float('nan')):>7.2f}"
+        )
+    rows.append("")
+    for key in ("val_loss_balanced", "val_loss_natural", "excess_loss_balanced"):
+        if summary.get(key) is not None:
+            rows.append(f"{key:<22} {summary[key]:.4f}")
+    rows.append(f"{'tokens_seen':<22} {summary['tokens_seen']}")
+    rows.append(f"{'tokens_per_second':<22} {summary['tokens_per_second']:.0f}")
+    rows.append(
+        f"{'time split (s)':<22} data {summary['time_data_s']:.2f}, compute "
+        f"{summary['time_compute_s']:.2f}, policy wait {summary['time_policy_wait_s']:.2f}"
+    )
+    return "\n".join(rows)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ado_ray import storage
+    from ado_ray.data import load_corpus
+    from ado_ray.distributed.runtime import init_ray
+    from ado_ray.distributed.sweep import _placement, validate_before_compute
+    from ado_ray.distributed.trainer import run_trial
+    from ado_ray.study import load_study
+    from ado_ray.train.config import TrainConfig
+
+    study = load_study(args.study).with_overrides(args.set or [])
+    if args.arm not in study.arms:
+        raise SystemExit(f"--arm {args.arm!r}: the study has arms {sorted(study.arms)}")
+    corpus = load_corpus(study.data.source, **study.data.options)
+    steps = validate_before_compute(study, corpus)
+    options = (
+        study.default_ado_options(steps)
+        if args.arm == "ado"
+        else dict(study.baseline_arms())[args.arm]
+    )
+    seed = study.seeds[0] if args.seed is None else args.seed
+    cfg = TrainConfig(**study.trial_config(args.arm, options, seed))
+    init_ray(args.address)
+    name = f"debug-{args.arm}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = storage.join(storage.normalize(args.storage or study.storage), study.name, "debug")
+    record = run_trial(cfg, name, root, _placement(study), corpus=corpus)
+    print(_format_summary(record))
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from ado_ray.analysis import analyze
+
+    report = analyze(args.results, out_dir=args.out, fmt=args.format)
+    print(report.text if hasattr(report, "text") else report.table.to_string())
+    print(f"report: {report.report_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ado-ray", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ado-ray {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sweep", help="run a whole study: ADO search, then confirm vs baselines")
+    p.add_argument("study", help="study YAML file (see studies/)")
+    p.add_argument("--storage", help="results/checkpoint URI; overrides the study's storage")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study field")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("train", help="run one trial of a study locally on Ray, for debugging")
+    p.add_argument("study")
+    p.add_argument("--arm", default="ado", help="uniform | natural | fixed | ado")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study field")
+    p.add_argument("--storage")
+    p.add_argument("--address")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("analyze", help="tables, plots and a report from a study's results")
+    p.add_argument("results", help="results directory or URI (printed by sweep)")
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
+    p.add_argument("--out", help="where to write plots and the report")
+    p.set_defaults(func=_cmd_analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:  # bad input: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
