@@ -9,6 +9,7 @@ restore they resume from the last checkpoint with the weights and batches they w
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -58,6 +59,22 @@ class Placement:
         )
 
 
+class _TracedMixture:
+    """A mixture client that logs the weights each rank uses, for checking ranks agree."""
+
+    def __init__(self, inner: RayMixture, path: Path):
+        self.inner, self.path = inner, path
+
+    def weights(self, step: int) -> Any:
+        w = self.inner.weights(step)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "weights": w.tolist()}) + "\n")
+        return w
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def _load_state(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | None:
     if checkpoint is None:
         return None
@@ -92,10 +109,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 marker.write_text(str(os.getpid()))
                 os._exit(1)
 
+    mixture = RayMixture(actor, rank)
+    trace_dir = config.get("trace_dir")
+    if trace_dir:
+        # Diagnostics: every rank appends (step, weights) as it uses them.
+        mixture = _TracedMixture(mixture, Path(trace_dir) / f"rank{rank}.jsonl")
     prepare = ray.train.torch.prepare_model if world > 1 else None
     run_training(
         cfg,
-        mixture=RayMixture(actor, rank),
+        mixture=mixture,
         runtime=Runtime(
             rank=rank,
             world_size=world,
@@ -117,6 +139,7 @@ def run_trial(
     corpus: Any | None = None,
     crash_at_step: int | None = None,
     crash_marker: str | None = None,
+    trace_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run one trial on Ray Train and return its record (steps, evals, summary, options).
 
@@ -145,6 +168,7 @@ def run_trial(
             "actor_name": actor_name(trial_name),
             "crash_at_step": crash_at_step,
             "crash_marker": crash_marker,
+            "trace_dir": trace_dir,
         },
         torch_config=ray.train.torch.TorchConfig(backend=backend),
         scaling_config=placement.scaling_config(),
