@@ -251,9 +251,18 @@ class _Checker:
     def __init__(self) -> None:
         self.errors: list[str] = []
 
-    def fail(self, path: str, value: Any, allowed: str, problem: str | None = None) -> Any:
+    def fail(
+        self,
+        path: str,
+        value: Any,
+        allowed: str,
+        problem: str | None = None,
+        hint: str | None = None,
+    ) -> Any:
         got = "missing" if value is _MISSING else f"got {_show(value)}"
         lead = f"{problem} ({got})" if problem else got
+        if hint:
+            lead += f" ({hint})"
         self.errors.append(f"{path}: {lead}; allowed: {allowed}")
         return _BAD
 
@@ -279,7 +288,8 @@ class _Checker:
             if keys is not None and key not in keys:
                 close = difflib.get_close_matches(key, keys, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.errors.append(f"{sub}: unknown key{hint}; allowed keys: {', '.join(keys)}")
+                listed = ", ".join(keys) or "(none)"
+                self.errors.append(f"{sub}: unknown key{hint}; allowed keys: {listed}")
                 continue
             out[key] = item
         for key in required:
@@ -299,14 +309,14 @@ class _Checker:
     ) -> Any:
         if value is None and allow_none:
             return None
-        value = _coerce_number(value)
+        given, value = value, _coerce_number(value)
         if integral_float and isinstance(value, float) and value.is_integer():
             value = int(value)
         rng = _Range("int", low, high).describe() + (" or null" if allow_none else "")
         if not _is_int(value):
-            return self.fail(path, value, rng)
+            return self.fail(path, given, rng)
         if (low is not None and value < low) or (high is not None and value > high):
-            return self.fail(path, value, rng)
+            return self.fail(path, given, rng)
         return value
 
     def number(
@@ -321,11 +331,11 @@ class _Checker:
     ) -> Any:
         if value is None and allow_none:
             return None
-        value = _coerce_number(value)
+        given, value = value, _coerce_number(value)
         rng = _Range("float", low, high, low_open, high_open)
         allowed = rng.describe() + (" or null" if allow_none else "")
         if not _is_number(value) or not rng.contains(value):
-            return self.fail(path, value, allowed)
+            return self.fail(path, given, allowed)
         return value
 
     def choice(self, value: Any, path: str, choices: tuple[Any, ...]) -> Any:
@@ -336,7 +346,7 @@ class _Checker:
                 else []
             )
             hint = f"did you mean {close[0]!r}?" if close else None
-            return self.fail(path, value, "one of " + ", ".join(map(repr, choices)), hint)
+            return self.fail(path, value, "one of " + ", ".join(map(repr, choices)), hint=hint)
         return value
 
     def boolean(self, value: Any, path: str) -> Any:
@@ -1042,13 +1052,17 @@ def _check_param(c: _Checker, name: str, raw: Any, path: str) -> ParamSpec | Non
         for i, ch in enumerate(choices):
             if ch is not None and not isinstance(ch, (bool, int, float, str)):
                 c.fail(f"{path}.choices[{i}]", ch, "a scalar (null, bool, number or string)")
-            elif rng is not None and not rng.contains(_coerce_number(ch)):
+            elif rng is not None and not rng.contains(
+                ch if rng.kind == "choice" else _coerce_number(ch)
+            ):
                 c.fail(f"{path}.choices[{i}]", ch, f"{rng.describe()} (values of {name})")
         if len({repr(ch) for ch in choices}) != len(choices):
             c.fail(f"{path}.choices", choices, "distinct choices", problem="duplicate choices")
         if len(c.errors) > n_err:
             return None
-        return ParamSpec("categorical", choices=tuple(_coerce_number(ch) for ch in choices))
+        if rng is not None and rng.kind != "choice":
+            choices = [_coerce_number(ch) for ch in choices]
+        return ParamSpec("categorical", choices=tuple(choices))
 
     if kind == "int":
         low = c.integer(d["low"], f"{path}.low", integral_float=True)
@@ -1081,6 +1095,8 @@ def _check_param(c: _Checker, name: str, raw: Any, path: str) -> ParamSpec | Non
             c.fail(f"{path}.low", low, f"< high ({_num(high)})", problem="low >= high")
         if kind == "loguniform" and low <= 0:
             c.fail(f"{path}.low", low, "a number > 0 for loguniform")
+    if len(c.errors) > n_err:
+        return None
     if rng is not None and rng.kind == "choice":
         c.fail(
             f"{path}.type",
