@@ -783,6 +783,9 @@ class Results:
     evals: pd.DataFrame
     study_yaml: str | None = None
     meta: dict[str, Any] | None = None
+    #: The Arrow schema of trials.parquet (tells int from float hyperparameters that pandas
+    #: turned into float64 because of nulls).
+    trials_schema: pa.Schema | None = None
 
     @property
     def study(self) -> str | None:
@@ -847,4 +850,5 @@ def read_results(uri: str, include_parts: bool = True) -> Results:
         evals=_to_pandas(evals),
         study_yaml=study_yaml,
         meta=meta,
+        trials_schema=trials.schema,
     )

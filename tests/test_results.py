@@ -1,0 +1,381 @@
+"""The Parquet results: layout, exact columns, round trip, idempotency, atomic merge, readers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ado_ray import results as R
+from ado_ray import storage
+
+try:
+    import fixtures_results as fx
+except ImportError:  # tests/ imported as a package
+    from tests import fixtures_results as fx
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "results_schema.md"
+FIXTURE_HP = [
+    "hp_count_mode",
+    "hp_delta_min",
+    "hp_gamma1",
+    "hp_gamma2",
+    "hp_refit_every",
+    "hp_use_prior",
+    "hp_weights",
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results") / "study"
+    trials = fx.build_results(str(root))
+    return root, trials
+
+
+def _confirm_ado(trials):
+    return next(v for k, v in trials.items() if k.startswith("confirm-ado") and k.endswith("-s1"))
+
+
+def test_layout_and_exact_columns(built):
+    root, _ = built
+    names = set(os.listdir(root))
+    assert {
+        "trials.parquet",
+        "steps.parquet",
+        "evals.parquet",
+        "study.yaml",
+        "meta.json",
+        "VERSION",
+    } <= names
+    assert pq.read_schema(root / "trials.parquet").names == [*R.TRIALS_COLUMNS, *FIXTURE_HP]
+    assert pq.read_schema(root / "steps.parquet").names == list(R.STEPS_COLUMNS)
+    assert pq.read_schema(root / "evals.parquet").names == list(R.EVALS_COLUMNS)
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["schema_version"] == R.SCHEMA_VERSION == 1
+    assert meta["package_version"] == "0.1.0" and meta["seq_len"] == 128
+    assert (root / "VERSION").read_text().strip() == "1"
+    assert (root / "study.yaml").read_text() == fx.STUDY_YAML
+
+
+def test_plain_parquet_types(built):
+    root, _ = built
+    for name in ("trials", "steps", "evals"):
+        schema = pq.read_schema(root / f"{name}.parquet")
+        assert not (schema.metadata or {}).get(b"pandas"), "no pandas metadata"
+        for f in schema:
+            assert not isinstance(f.type, pa.ExtensionType)
+            assert f.type != pa.null()
+    schema = pq.read_schema(root / "trials.parquet")
+    assert schema.field("started_at").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("finished_at").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("hp_refit_every").type == pa.int64()
+    assert schema.field("hp_use_prior").type == pa.bool_()
+    assert schema.field("hp_weights").type == pa.string()
+
+
+def test_columns_match_the_docs(built):
+    """Every column in the files is documented, and the docs list no column the files lack."""
+    text = DOCS.read_text()
+    for name, fixed in (
+        ("trials", R.TRIALS_COLUMNS),
+        ("steps", R.STEPS_COLUMNS),
+        ("evals", R.EVALS_COLUMNS),
+    ):
+        section = text.split(f"## `{name}.parquet`")[1].split("\n## ")[0]
+        documented = re.findall(r"^\| `([a-z_<>]+)` \|", section, flags=re.M)
+        assert [c for c in documented if "<" not in c] == list(fixed), name
+
+
+def test_round_trip(built):
+    root, trials = built
+    record, steps, evals = _confirm_ado(trials)
+    res = R.read_results(str(root))
+    row = res.trials.set_index("trial_id").loc[record["trial_id"]]
+    for key, value in record["metrics"].items():
+        if value is None:
+            assert pd.isna(row[key]), key
+        else:
+            assert row[key] == pytest.approx(value), key
+    assert row["arm"] == "ado" and row["phase"] == "confirm" and row["seed"] == 1
+    assert row["status"] == "completed" and pd.isna(row["error"])
+    assert row["config_id"] == R.config_id("ado", fx.ADO_A)
+    assert row["study"] == fx.STUDY and row["schema_version"] == 1
+    assert json.loads(row["domains"]) == fx.DOMAINS and row["num_domains"] == 3
+    assert row["package_version"] == "0.1.0"
+    assert row["started_at"] == pd.Timestamp(record["started_at"])
+    assert row["hp_gamma1"] == 0.1 and row["hp_count_mode"] == "total"
+    assert row["hp_refit_every"] == 50 and bool(row["hp_use_prior"]) is True
+    assert pd.isna(row["hp_weights"])
+
+    s = res.steps[res.steps["trial_id"] == record["trial_id"]].sort_values(["step", "domain_index"])
+    assert len(s) == fx.STEPS * 3
+    weights = s["weight"].to_numpy().reshape(fx.STEPS, 3)
+    counts = s["count"].to_numpy().reshape(fx.STEPS, 3)
+    losses = s["train_loss"].to_numpy().reshape(fx.STEPS, 3)
+    np.testing.assert_allclose(weights, [r["weights"] for r in steps])
+    np.testing.assert_array_equal(counts, [r["counts"] for r in steps])
+    expected = np.array([r["train_loss"] for r in steps], dtype=float)
+    np.testing.assert_allclose(losses, expected)  # NaN where NaN
+    assert (counts == 0).any(), "the fixture has empty domains in some batches"
+    assert s.loc[s["count"] == 0, "train_loss"].isna().all()
+    assert list(s["domain"][:3]) == fx.DOMAINS
+    refits = sorted(s.loc[s["law_eps"].notna(), "step"].unique())
+    assert refits == [t for t in range(1, fx.STEPS) if t % 50 == 0]
+    at = s[s["step"] == refits[-1]]
+    np.testing.assert_allclose(
+        at[["law_eps", "law_beta", "law_alpha"]].to_numpy(), steps[refits[-1]]["law"]
+    )
+
+    e = res.evals[res.evals["trial_id"] == record["trial_id"]].sort_values(["step", "domain_index"])
+    assert len(e) == len(evals) * 3
+    np.testing.assert_allclose(e["val_loss"].to_numpy(), np.ravel([r["val_loss"] for r in evals]))
+    np.testing.assert_allclose(e["val_ppl"], np.exp(e["val_loss"]))
+    known = e[e["domain"] != "books"]
+    np.testing.assert_allclose(known["excess_loss"], known["val_loss"] - known["entropy_rate"])
+    books = e[e["domain"] == "books"]
+    assert books["entropy_rate"].isna().all() and books["excess_loss"].isna().all()
+    assert list(e["tokens_seen"][::3]) == [r["tokens_seen"] for r in evals]
+
+
+def test_failed_trial_row(built):
+    root, trials = built
+    failed = [k for k, (rec, _, _) in trials.items() if rec["status"] == "failed"]
+    assert len(failed) == 1
+    res = R.read_results(str(root))
+    row = res.trials.set_index("trial_id").loc[failed[0]]
+    assert row["status"] == "failed" and "out of memory" in row["error"]
+    for m in R.METRIC_COLUMNS:
+        assert pd.isna(row[m]), m
+    assert row["hp_count_mode"] == "own"
+    assert failed[0] not in set(res.steps["trial_id"]) | set(res.evals["trial_id"])
+
+
+def test_pandas_and_duckdb_read_without_help(built):
+    root, _ = built
+    trials = pd.read_parquet(root / "trials.parquet")
+    assert list(trials.columns)[: len(R.TRIALS_COLUMNS)] == list(R.TRIALS_COLUMNS)
+    assert isinstance(trials.index, pd.RangeIndex)
+    duckdb = pytest.importorskip("duckdb")
+    got = duckdb.sql(
+        f"SELECT arm, avg(val_loss_balanced) AS m FROM '{root / 'trials.parquet'}' GROUP BY arm ORDER BY arm"
+    ).fetchall()
+    want = trials.groupby("arm")["val_loss_balanced"].mean().sort_index()
+    assert [a for a, _ in got] == list(want.index)
+    np.testing.assert_allclose([m for _, m in got], want.to_numpy())
+    n = duckdb.sql(
+        f"SELECT count(*) FROM '{root / 'steps.parquet'}' s JOIN '{root / 'trials.parquet'}' t USING (trial_id) "
+        "WHERE t.arm = 'ado' AND s.law_eps IS NOT NULL"
+    ).fetchall()[0][0]
+    assert n > 0
+    ts = duckdb.sql(
+        f"SELECT typeof(started_at) FROM '{root / 'trials.parquet'}' LIMIT 1"
+    ).fetchall()[0][0]
+    assert ts == "TIMESTAMP WITH TIME ZONE"
+
+
+def test_polars_reads(built):
+    pl = pytest.importorskip("polars")
+    root, _ = built
+    df = pl.read_parquet(root / "trials.parquet")
+    assert df.columns[: len(R.TRIALS_COLUMNS)] == list(R.TRIALS_COLUMNS)
+
+
+def test_finished_trial_ids(built, tmp_path):
+    root, trials = built
+    writer = R.ResultsWriter(str(root), fx.STUDY)
+    assert writer.finished_trial_ids() == set(trials)
+    # A running trial (parts only, not merged) is not finished; a pruned one is.
+    fresh = R.ResultsWriter(str(tmp_path / "s"), "s")
+    assert fresh.finished_trial_ids() == set()
+    fresh.add_trial({"trial_id": "a", "arm": "uniform", "status": "running"}, None, None)
+    fresh.add_trial({"trial_id": "b", "arm": "uniform", "status": "pruned"}, None, None)
+    fresh.add_trial({"trial_id": "c", "arm": "uniform", "status": "completed"}, None, None)
+    assert fresh.finished_trial_ids() == {"b", "c"}
+    fresh.merge()
+    fresh.add_trial(
+        {"trial_id": "a", "arm": "uniform", "status": "failed", "error": "x"}, None, None
+    )
+    assert fresh.finished_trial_ids() == {"a", "b", "c"}
+
+
+def _one(tmp_path, **over):
+    record, steps, evals = fx.make_trial("ado", "confirm", 7, fx.ADO_A)
+    record = {**record, **over}
+    return record, steps, evals
+
+
+def test_readd_is_idempotent_and_unmerged_parts_are_read(tmp_path):
+    uri = str(tmp_path / "study")
+    w = R.ResultsWriter(uri, "s")
+    record, steps, evals = _one(tmp_path)
+    w.add_trial(record, steps, evals)
+    # Not merged yet: read_results merges the parts in memory.
+    res = R.read_results(uri)
+    assert len(res.trials) == 1 and len(res.steps) == fx.STEPS * 3
+    w.merge()
+    w.add_trial(record, steps, evals)
+    w.merge()
+    res = R.read_results(uri)
+    assert len(res.trials) == 1 and len(res.steps) == fx.STEPS * 3 and len(res.evals) == 12
+
+    # Re-adding replaces every part, including dropping history the new record lacks.
+    changed = {**record, "metrics": {**record["metrics"], "val_loss_balanced": 9.5}}
+    w.add_trial(changed, steps[:10], None)
+    res = R.read_results(uri)  # parts newer than the merged files win, before merge()
+    assert res.trials["val_loss_balanced"].tolist() == [9.5]
+    assert len(res.steps) == 30 and res.evals.empty
+    w.merge()
+    res = R.read_results(uri, include_parts=False)
+    assert res.trials["val_loss_balanced"].tolist() == [9.5]
+    assert len(res.steps) == 30 and res.evals.empty
+    assert sorted(os.listdir(tmp_path / "study" / "parts")) == [
+        f"{record['trial_id']}.{k}.parquet" for k in ("steps", "trials")
+    ]
+
+
+def test_merge_leaves_no_temporaries_and_survives_a_crash(tmp_path, monkeypatch):
+    uri = str(tmp_path / "study")
+    w = R.ResultsWriter(uri, "s")
+    record, steps, evals = _one(tmp_path)
+    w.add_trial(record, steps, evals)
+    w.merge()
+    leftovers = [p for p in (tmp_path / "study").rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
+    before = pq.read_table(tmp_path / "study" / "trials.parquet")
+
+    second, s2, e2 = fx.make_trial("uniform", "confirm", 7, None)
+    w.add_trial(second, s2, e2)
+
+    real = storage.write_table_atomic
+
+    def crash_on_trials(target, table):
+        if target.endswith("/trials.parquet"):
+            # Die after writing half of the temporary file, before the rename.
+            fs, path = storage.resolve(target)
+            with fs.open_output_stream(path + ".tmp-crashed") as out:
+                out.write(b"PAR1\x00\x01")
+            raise KeyboardInterrupt("killed")
+        return real(target, table)
+
+    monkeypatch.setattr(R.storage, "write_table_atomic", crash_on_trials)
+    with pytest.raises(KeyboardInterrupt):
+        w.merge()
+    monkeypatch.undo()
+    # The merged trials file is the old one, whole; the reader still sees both trials.
+    assert pq.read_table(tmp_path / "study" / "trials.parquet").equals(before)
+    res = R.read_results(uri)
+    assert sorted(res.trials["trial_id"]) == sorted([record["trial_id"], second["trial_id"]])
+    w.merge()
+    assert pq.read_table(tmp_path / "study" / "trials.parquet").num_rows == 2
+
+
+def test_file_uri(tmp_path):
+    uri = "file://" + str(tmp_path / "via-uri")
+    w = R.ResultsWriter(uri, "s")
+    w.write_meta("name: s\n", "9.9")
+    record, steps, evals = _one(tmp_path)
+    w.add_trial(record, steps, evals)
+    w.merge()
+    assert (tmp_path / "via-uri" / "trials.parquet").exists()
+    res = R.read_results(uri)
+    assert res.study_yaml == "name: s\n" and res.meta["package_version"] == "9.9"
+    assert res.trials["package_version"].tolist() == ["9.9"]
+    assert res.domains() == fx.DOMAINS
+
+
+def test_hp_types_unify_across_trials(tmp_path):
+    uri = str(tmp_path / "study")
+    w = R.ResultsWriter(uri, "s")
+    w.add_trial(
+        {
+            "trial_id": "t1",
+            "arm": "ado",
+            "status": "completed",
+            "hparams": {"x": 1, "flag": True, "w": [0.5, 0.5], "only1": "a"},
+        },
+        None,
+        None,
+    )
+    w.add_trial(
+        {
+            "trial_id": "t2",
+            "arm": "ado",
+            "status": "completed",
+            "hparams": {"x": 0.5, "flag": "auto", "w": None, "none": None},
+        },
+        None,
+        None,
+    )
+    w.merge()
+    table = pq.read_table(tmp_path / "study" / "trials.parquet")
+    types = {f.name: f.type for f in table.schema if f.name.startswith("hp_")}
+    assert types == {
+        "hp_flag": pa.string(),
+        "hp_none": pa.string(),
+        "hp_only1": pa.string(),
+        "hp_w": pa.string(),
+        "hp_x": pa.float64(),
+    }
+    rows = {r["trial_id"]: r for r in table.to_pylist()}
+    assert rows["t1"]["hp_x"] == 1.0 and rows["t2"]["hp_x"] == 0.5
+    assert rows["t1"]["hp_flag"] == "true" and rows["t2"]["hp_flag"] == "auto"
+    assert json.loads(rows["t1"]["hp_w"]) == [0.5, 0.5] and rows["t2"]["hp_w"] is None
+    assert rows["t2"]["hp_only1"] is None and rows["t1"]["hp_none"] is None
+
+
+def test_derived_metrics_and_config_id():
+    record = {
+        "trial_id": "t",
+        "arm": "ado",
+        "status": "completed",
+        "domains": ["a", "b"],
+        "hparams": {"gamma1": np.float64(0.1)},
+        "metrics": {"val_loss_natural": 2.0, "tokens_seen": 1000, "wall_seconds": 4.0},
+    }
+    evals = [{"step": 5, "tokens_seen": 1000, "val_loss": [1.0, 3.0], "entropy_rate": [0.5, 1.0]}]
+    row = R.trial_table(record, "s", "0.1.0", evals).to_pylist()[0]
+    assert row["val_loss_balanced"] == 2.0 and row["excess_loss_balanced"] == pytest.approx(1.25)
+    assert row["val_ppl_natural"] == pytest.approx(math.exp(2.0))
+    assert row["tokens_per_second"] == 250.0
+    assert (
+        row["config_id"]
+        == R.config_id("ado", {"gamma1": 0.1})
+        != R.config_id("ado", {"gamma1": 0.2})
+    )
+    assert R.config_id("uniform", {}) == R.config_id("uniform", None)
+
+
+def test_bad_input_is_refused(tmp_path):
+    w = R.ResultsWriter(str(tmp_path / "s"), "s")
+    with pytest.raises(ValueError, match="trial_id"):
+        w.add_trial({"trial_id": "../x", "arm": "ado"}, None, None)
+    with pytest.raises(ValueError, match="domains"):
+        w.add_trial({"trial_id": "x"}, [{"step": 0, "weights": [1.0]}], None)
+    with pytest.raises(ValueError, match="expected 2"):
+        w.add_trial(
+            {"trial_id": "x", "domains": ["a", "b"]},
+            [{"step": 0, "weights": [1.0, 0, 0], "counts": [1, 0]}],
+            None,
+        )
+    with pytest.warns(UserWarning, match="not trials.parquet columns"):
+        w.add_trial({"trial_id": "y", "arm": "ado", "lr": 0.1}, None, None)
+
+
+def test_empty_study_reads_and_merges(tmp_path):
+    uri = str(tmp_path / "empty")
+    w = R.ResultsWriter(uri, "s")
+    w.merge()
+    res = R.read_results(uri)
+    assert res.trials.empty and list(res.trials.columns) == list(R.TRIALS_COLUMNS)
+    assert list(res.steps.columns) == list(R.STEPS_COLUMNS)
+    res = R.read_results(str(tmp_path / "does-not-exist"))
+    assert res.trials.empty and res.study_yaml is None
