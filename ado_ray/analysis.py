@@ -144,13 +144,13 @@ def _short(value: Any) -> str:
 
 
 def config_labels(trials: pd.DataFrame) -> dict[str, str]:
-    """A readable label per config_id: the arm name for an arm with a single configuration and
-    no hyperparameters (uniform, natural), else ``<arm>#<config_id[:6]>``."""
+    """A readable label per config_id: ``ado#<config_id[:6]>`` for ADO, the arm name for any
+    other arm with a single configuration (uniform, natural), else ``<arm>#<config_id[:6]>``."""
     labels: dict[str, str] = {}
     for arm, rows in trials.groupby("arm", sort=False):
         configs = list(dict.fromkeys(rows["config_id"].dropna()))
         for cid in configs:
-            plain = len(configs) == 1 and not hparams_of(rows, cid)
+            plain = len(configs) == 1 and arm != "ado"
             labels[cid] = str(arm) if plain else f"{arm}#{str(cid)[:6]}"
     return labels
 
@@ -220,13 +220,12 @@ def main_table(
     groups = []
     for (arm, cid), rows in done.groupby(["arm", "config_id"], sort=False):
         groups.append((str(arm), str(cid), rows))
-    groups.sort(
-        key=lambda g: (
-            _arm_rank(g[0]),
-            g[0],
-            float(np.nanmean(g[2][metrics[0]])) if len(g[2]) else 0.0,
-        )
-    )
+
+    def order(g: tuple[str, str, pd.DataFrame]) -> tuple[int, str, float]:
+        m = g[2][metrics[0]].mean() if metrics else math.nan
+        return _arm_rank(g[0]), g[0], float(m) if pd.notna(m) else math.inf
+
+    groups.sort(key=order)
 
     base_seeds: pd.DataFrame | None = None
     base_cid = None

@@ -183,9 +183,13 @@ def plot_val_curves(res: Results, table: pd.DataFrame):
 # (3) scaling laws
 
 
-def seq_len_of(res: Results) -> int | None:
-    """The sequence length from meta.json, else from the study file (first key among
-    seq_len / sequence_length / context_length / block_size / n_ctx)."""
+def seq_len_of(res: Results, trial: pd.Series | None = None) -> int | None:
+    """The sequence length: the trial's ``seq_len`` column, else meta.json's, else the study
+    file's (first key among seq_len / sequence_length / context_length / block_size / n_ctx)."""
+    if trial is not None:
+        value = trial.get("seq_len")
+        if value is not None and pd.notna(value) and value > 0:
+            return int(value)
     meta = res.meta or {}
     for key in _SEQ_LEN_KEYS:
         if isinstance(meta.get(key), (int, float)) and meta[key] > 0:
@@ -234,7 +238,7 @@ def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | N
     trial = cand.sort_values(metric).iloc[0]
     s = res.steps[res.steps["trial_id"] == trial["trial_id"]].sort_values(["step", "domain_index"])
 
-    seq_len = seq_len_of(res)
+    seq_len = seq_len_of(res, trial)
     scale = seq_len / 1024 if seq_len else 1.0
     unit_short = "1024-token seqs" if seq_len else "sequences"
     mode = trial.get(f"{HP_PREFIX}count_mode")

@@ -74,13 +74,16 @@ TRIALS_FIELDS: tuple[pa.Field, ...] = (
     pa.field("val_ppl_balanced", pa.float64()),
     pa.field("val_ppl_natural", pa.float64()),
     pa.field("excess_loss_balanced", pa.float64()),
+    pa.field("final_train_loss", pa.float64()),
     pa.field("tokens_seen", pa.int64()),
     pa.field("steps", pa.int64()),
+    pa.field("seq_len", pa.int64()),
     pa.field("wall_seconds", pa.float64()),
     pa.field("tokens_per_second", pa.float64()),
     pa.field("time_data_s", pa.float64()),
     pa.field("time_compute_s", pa.float64()),
     pa.field("time_policy_wait_s", pa.float64()),
+    pa.field("time_eval_s", pa.float64()),
     pa.field("num_domains", pa.int32()),
     pa.field("domains", pa.string()),
     pa.field("package_version", pa.string()),
@@ -98,14 +101,18 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "val_ppl_balanced",
     "val_ppl_natural",
     "excess_loss_balanced",
+    "final_train_loss",
     "tokens_seen",
     "steps",
+    "seq_len",
     "wall_seconds",
     "tokens_per_second",
     "time_data_s",
     "time_compute_s",
     "time_policy_wait_s",
+    "time_eval_s",
 )
+_INT_METRICS = frozenset({"tokens_seen", "steps", "seq_len"})
 
 STEPS_SCHEMA = pa.schema(
     [
@@ -177,7 +184,10 @@ def _opt_int(value: Any) -> int | None:
 
 
 def _timestamp(value: Any) -> _dt.datetime | None:
-    """datetime / pandas Timestamp / ISO string / epoch seconds -> aware UTC datetime."""
+    """datetime / pandas Timestamp / numpy datetime64 / ISO string / epoch seconds -> aware
+    UTC datetime."""
+    if isinstance(value, np.datetime64):
+        value = None if np.isnat(value) else pd.Timestamp(value)
     value = _scalar(value)
     if value is None:
         return None
@@ -272,6 +282,13 @@ def _as_list(value: Any, k: int, what: str, step: Any) -> list[Any]:
     return seq
 
 
+def _required_step(row: Mapping[str, Any]) -> int:
+    step = _opt_int(row.get("step"))
+    if step is None:
+        raise ValueError(f"results: a history row has no step: {dict(row)!r:.200}")
+    return step
+
+
 def steps_table(
     trial_id: str, domains: Sequence[str], steps: Iterable[Mapping[str, Any]]
 ) -> pa.Table:
@@ -283,7 +300,7 @@ def steps_table(
     k = len(domains)
     cols: dict[str, list[Any]] = {name: [] for name in STEPS_COLUMNS}
     for row in steps:
-        step = _opt_int(row["step"])
+        step = _required_step(row)
         weights = _as_list(row.get("weights"), k, "weights", step)
         counts = _as_list(row.get("counts"), k, "counts", step)
         losses = _as_list(row.get("train_loss"), k, "train_loss", step)
@@ -326,7 +343,7 @@ def evals_table(
     k = len(domains)
     cols: dict[str, list[Any]] = {name: [] for name in EVALS_COLUMNS}
     for row in evals:
-        step = _opt_int(row["step"])
+        step = _required_step(row)
         tokens = _opt_int(row.get("tokens_seen"))
         losses = _as_list(row.get("val_loss"), k, "val_loss", step)
         entropy = _as_list(row.get("entropy_rate"), k, "entropy_rate", step)
@@ -410,7 +427,7 @@ def trial_table(
         "finished_at": _timestamp(record.get("finished_at")),
     }
     for name in METRIC_COLUMNS:
-        if name in ("tokens_seen", "steps"):
+        if name in _INT_METRICS:
             values[name] = _opt_int(metric(name))
         else:
             values[name] = _opt_float(metric(name))

@@ -176,6 +176,9 @@ def make_trial(arm, phase, seed, hp, *, fail=False, t0=None):
         "time_data_s": 0.1 * wall,
         "time_compute_s": 0.85 * wall,
         "time_policy_wait_s": 0.01 * wall if arm == "ado" else None,
+        "time_eval_s": 0.04 * wall,
+        "final_train_loss": float(np.nanmean(steps[-1]["train_loss"])),
+        "seq_len": SEQ_LEN,
     }
     return record, steps, evals
 

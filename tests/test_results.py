@@ -379,3 +379,19 @@ def test_empty_study_reads_and_merges(tmp_path):
     assert list(res.steps.columns) == list(R.STEPS_COLUMNS)
     res = R.read_results(str(tmp_path / "does-not-exist"))
     assert res.trials.empty and res.study_yaml is None
+
+
+def test_timestamp_inputs():
+    want = pd.Timestamp("2025-01-02T03:04:05", tz="UTC")
+    for value in (
+        "2025-01-02T03:04:05Z",
+        "2025-01-02T04:04:05+01:00",
+        want.timestamp(),
+        np.datetime64("2025-01-02T03:04:05", "ns"),
+        want.to_pydatetime().replace(tzinfo=None),  # naive: taken as UTC
+        want,
+    ):
+        row = R.trial_table({"trial_id": "t", "started_at": value}, "s", None).to_pylist()[0]
+        assert pd.Timestamp(row["started_at"]) == want, value
+    with pytest.raises(ValueError, match="no step"):
+        R.steps_table("t", ["a"], [{"weights": [1.0]}])
