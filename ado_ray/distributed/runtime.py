@@ -9,9 +9,7 @@ import ray
 
 log = logging.getLogger(__name__)
 
-# Tune trial drivers ask for this custom resource instead of CPU: a fractional-CPU driver would
-# eat into the CPUs its own Train workers need and deadlock a small machine (RAY_NOTES.md).
-DRIVER_RESOURCE = "trial_driver"
+from ado_ray.distributed.placement import DRIVER_RESOURCE
 
 
 def init_ray(
@@ -39,7 +37,3 @@ def init_ray(
     resources = ray.cluster_resources()
     log.info("Ray resources: %s", resources)
     return resources
-
-
-def alive_nodes() -> int:
-    return sum(1 for node in ray.nodes() if node.get("Alive"))

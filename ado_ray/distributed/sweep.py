@@ -343,14 +343,17 @@ def run_sweep(
     corpus = load_corpus(study.data.source, **study.data.options)
     steps = validate_before_compute(study, corpus)
     resources = init_ray(address)
-    storage.require_shared_storage(results_uri, placement.num_nodes(ray.nodes()))
+    # Plan for what the autoscaler can add, not just the nodes up now (a fresh cluster is its head).
+    cap = placement.plan_capacity(resources, ray.nodes(), placement.load_autoscaler_config())
+    storage.require_shared_storage(results_uri, cap.max_nodes)
     r = study.resources
     conc = placement.max_concurrent_trials(
-        resources,
+        cap.total,
         int(r.workers_per_trial),
         float(r.cpus_per_worker),
         float(r.gpus_per_worker),
         requested=r.max_concurrent_trials,
+        node_resources=cap.nodes,
     )
     log.info("study %s: %d steps per trial, up to %d trials at once", study.name, steps, conc)
     writer.write_meta(
