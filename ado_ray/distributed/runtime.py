@@ -7,9 +7,9 @@ import os
 
 import ray
 
-log = logging.getLogger(__name__)
-
 from ado_ray.distributed.placement import DRIVER_RESOURCE
+
+log = logging.getLogger(__name__)
 
 
 def init_ray(
