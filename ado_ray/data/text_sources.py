@@ -203,13 +203,22 @@ def is_article_heading(line: str) -> bool:
 
 
 def split_articles(lines: list[str]) -> list[list[str]]:
-    """Group wikitext lines into articles at level-1 headings (leading lines join the first)."""
+    """Group wikitext lines into articles at level-1 headings.
+
+    Lines before the first heading are prepended to the first article.
+    """
     articles: list[list[str]] = []
+    leading: list[str] = []
     for line in lines:
-        if is_article_heading(line) or not articles:
-            articles.append([line])
-        else:
+        if is_article_heading(line):
+            articles.append(leading + [line])
+            leading = []
+        elif articles:
             articles[-1].append(line)
+        else:
+            leading.append(line)
+    if leading:  # no heading at all
+        articles.append(leading)
     return articles
 
 
