@@ -90,7 +90,7 @@ def verdict(low: float, high: float, lower_is_better: bool = True) -> str:
 
 
 def _as_results(results: Results | str) -> Results:
-    return results if isinstance(results, Results) else read_results(results)
+    return results if isinstance(results, Results) else read_results(results, with_steps=False)
 
 
 def _completed(trials: pd.DataFrame) -> pd.DataFrame:
@@ -632,7 +632,7 @@ def analyze(
 
     if fmt not in FORMATS and fmt != "md":
         raise ValueError(f"unknown table format {fmt!r}; use one of {FORMATS}")
-    res = read_results(uri)
+    res = read_results(uri, with_steps=False)  # plots read the steps of the trials they draw
     out_dir = storage.normalize(out_dir) if out_dir else default_out_dir(res.uri, res.study)
     messages: list[str] = []
     table = main_table(res, phase=phase, baseline=baseline)

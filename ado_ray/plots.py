@@ -77,9 +77,6 @@ def plot_weights(
 ):
     """Stacked mixture weights over training steps, one panel per arm: the best ADO
     configuration and each baseline configuration of the main table, for one common seed."""
-    if res.steps.empty:
-        return None, "no per-step history recorded"
-    with_steps = set(res.steps["trial_id"].unique())
     phase = table.attrs.get("phase")
     panels: list[tuple[str, pd.DataFrame]] = []  # (label, candidate trials)
     if best_config is not None:
@@ -91,6 +88,9 @@ def plot_weights(
     for r in table.itertuples():
         if r.arm != "ado":
             panels.append((str(r.label), _trials_of(res, r.config_id, phase)))
+    wanted = {tid for _, t in panels for tid in t["trial_id"]}
+    steps = res.steps_for(wanted)
+    with_steps = set(steps["trial_id"].unique())
     panels = [(lab, t[t["trial_id"].isin(with_steps)]) for lab, t in panels]
     panels = [(lab, t) for lab, t in panels if not t.empty]
     if not panels:
@@ -111,7 +111,7 @@ def plot_weights(
             else t.sort_values("seed")
         )
         row = pick.iloc[0]
-        s = res.steps[res.steps["trial_id"] == row["trial_id"]]
+        s = steps[steps["trial_id"] == row["trial_id"]]
         wide = s.pivot_table(index="step", columns="domain", values="weight", aggfunc="mean")
         wide = wide[[d for d in domains if d in wide.columns]].fillna(0.0)
         ax.stackplot(
@@ -229,14 +229,15 @@ def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | N
     if best_config is None:
         return None, "no completed ADO trial"
     t = _trials_of(res, best_config, best_phase)
-    if res.steps.empty or t.empty:
+    steps = res.steps_for(t["trial_id"])
+    if steps.empty:
         return None, "no per-step history for the best ADO configuration"
-    fitted = res.steps[res.steps["law_eps"].notna()]["trial_id"].unique()
+    fitted = steps[steps["law_eps"].notna()]["trial_id"].unique()
     cand = t[t["trial_id"].isin(fitted)]
     if cand.empty:
         return None, "no fitted laws recorded for the best ADO configuration"
     trial = cand.sort_values(metric).iloc[0]
-    s = res.steps[res.steps["trial_id"] == trial["trial_id"]].sort_values(["step", "domain_index"])
+    s = steps[steps["trial_id"] == trial["trial_id"]].sort_values(["step", "domain_index"])
 
     seq_len = seq_len_of(res, trial)
     scale = seq_len / 1024 if seq_len else 1.0

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import math
 import re
+import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from ado_ray import storage
 
@@ -621,42 +624,115 @@ def _mtime_ns(uri: str) -> int | None:
     return info.mtime_ns
 
 
-def _read_parts(
-    parts: _Parts, trial_ids: Iterable[str]
-) -> tuple[list[pa.Table], list[pa.Table], list[pa.Table]]:
-    trials, steps, evals = [], [], []
-    for tid in trial_ids:
-        kinds = parts.files[tid]
-        trials.append(storage.read_table(kinds["trials"][0]))
-        if "steps" in kinds:
-            steps.append(storage.read_table(kinds["steps"][0]))
-        if "evals" in kinds:
-            evals.append(storage.read_table(kinds["evals"][0]))
-    return trials, steps, evals
+_FILES = {"trials": TRIALS_FILE, "steps": STEPS_FILE, "evals": EVALS_FILE}
+_LONG_SCHEMAS = {"steps": STEPS_SCHEMA, "evals": EVALS_SCHEMA}
+_LONG_KEYS = ("trial_id", "step", "domain_index")
 
 
-def _read_if_exists(uri: str) -> pa.Table | None:
-    if not storage.exists(uri):
+def _read_merged(uri: str, kind: str, trial_ids: Iterable[str] | None = None) -> pa.Table | None:
+    """The merged file of ``kind`` (only the rows of ``trial_ids`` when given), or None."""
+    target = storage.join(uri, _FILES[kind])
+    if not storage.exists(target):
         return None
-    return storage.read_table(uri)
+    if trial_ids is None:
+        return storage.read_table(target)
+    fs, path = storage.resolve(target)
+    ids = sorted(set(trial_ids))
+    if not ids:
+        return pq.read_schema(path, filesystem=fs).empty_table()
+    # The merged files are sorted by trial_id with a row group per trial, so this reads little.
+    return pq.read_table(path, filesystem=fs, filters=[("trial_id", "in", ids)])
 
 
-def _combine(
-    merged: tuple[pa.Table | None, pa.Table | None, pa.Table | None],
-    part_tables: tuple[list[pa.Table], list[pa.Table], list[pa.Table]],
-    part_ids: set[str],
-) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """Merged files overlaid with parts: a trial's parts replace all its merged rows."""
-    m_trials, m_steps, m_evals = merged
-    p_trials, p_steps, p_evals = part_tables
-    trials = [] if m_trials is None else [_without_ids(m_trials, part_ids)]
-    steps = [] if m_steps is None else [_without_ids(m_steps, part_ids)]
-    evals = [] if m_evals is None else [_without_ids(m_evals, part_ids)]
-    return (
-        _sorted(concat_trials(trials + p_trials), ["trial_id"]),
-        _sorted(_concat_long(steps + p_steps, STEPS_SCHEMA), ["trial_id", "step", "domain_index"]),
-        _sorted(_concat_long(evals + p_evals, EVALS_SCHEMA), ["trial_id", "step", "domain_index"]),
-    )
+def _read_part(parts: _Parts, trial_id: str, kind: str) -> pa.Table | None:
+    entry = parts.files.get(trial_id, {}).get(kind)
+    if entry is None:
+        return None
+    try:
+        return storage.read_table(entry[0])
+    except FileNotFoundError:  # replaced by a concurrent add_trial between scan and read
+        return None
+
+
+def _finish(kind: str, tables: list[pa.Table]) -> pa.Table:
+    if kind == "trials":
+        return _sorted(concat_trials(tables), ["trial_id"])
+    return _sorted(_concat_long(tables, _LONG_SCHEMAS[kind]), _LONG_KEYS)
+
+
+def _stale_part_ids(uri: str, parts: _Parts, merged_trials: pa.Table | None) -> list[str]:
+    """Trials whose parts the merged files do not reflect: not merged at all, or parts written
+    at or after the merged trials file (equal times count: object-store clocks are coarse)."""
+    ids = parts.trial_ids()
+    if merged_trials is None:
+        return ids
+    merged_mtime = _mtime_ns(storage.join(uri, TRIALS_FILE))
+    merged_ids = set(merged_trials.column("trial_id").to_pylist())
+
+    def stale(tid: str) -> bool:
+        if tid not in merged_ids or merged_mtime is None:
+            return True
+        return any(m is None or m >= merged_mtime for _, m in parts.files[tid].values())
+
+    return [tid for tid in ids if stale(tid)]
+
+
+def _overlay(
+    uri: str,
+    kind: str,
+    parts: _Parts,
+    part_ids: list[str],
+    trial_ids: Iterable[str] | None = None,
+    merged: pa.Table | None = None,
+) -> pa.Table:
+    """The rows of ``kind``: the merged file's, with the trials in ``part_ids`` replaced by
+    their parts (a trial's parts replace all its merged rows); only ``trial_ids`` if given."""
+    wanted = None if trial_ids is None else set(trial_ids)
+    if merged is None:
+        merged = _read_merged(uri, kind, wanted)
+    elif wanted is not None:
+        merged = _only_ids(merged, wanted)
+    tables = [] if merged is None else [_without_ids(merged, set(part_ids))]
+    for tid in part_ids:
+        if wanted is None or tid in wanted:
+            part = _read_part(parts, tid, kind)
+            if part is not None:
+                tables.append(part)
+    return _finish(kind, tables)
+
+
+def _only_ids(table: pa.Table, trial_ids: set[str]) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return table.filter(pc.is_in(table.column("trial_id"), value_set=pa.array(sorted(trial_ids))))
+
+
+def _write_parquet_stream(uri: str, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    """Write tables one after another (one row group or more each) into one Parquet file,
+    atomically, holding one table in memory at a time. Local paths: stream into a temporary
+    sibling, then rename (as :func:`storage.write_bytes_atomic` does). Object stores: stream
+    into memory (compressed), then one PUT, so a failure never leaves a partial object."""
+    if storage.is_remote(uri):
+        buf = io.BytesIO()
+        with pq.ParquetWriter(buf, schema) as writer:
+            for table in tables:
+                writer.write_table(_conform(table, schema))
+        storage.write_bytes_atomic(uri, buf.getvalue())
+        return
+    fs, path = storage.resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open_output_stream(tmp) as out, pq.ParquetWriter(out, schema) as writer:
+            for table in tables:
+                writer.write_table(_conform(table, schema))
+        fs.move(tmp, path)
+    except BaseException:
+        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+            fs.delete_file(tmp)
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -736,7 +812,7 @@ class ResultsWriter:
         """Trial ids already recorded as finished (completed, failed or pruned), from the parts
         and the merged trials file: the trials ``--resume`` need not run again."""
         status: dict[str, str | None] = {}
-        merged = _read_if_exists(storage.join(self.uri, TRIALS_FILE))
+        merged = _read_merged(self.uri, "trials")
         if merged is not None:
             status.update(
                 zip(merged.column("trial_id").to_pylist(), merged.column("status").to_pylist())
@@ -751,39 +827,37 @@ class ResultsWriter:
 
     def merge(self) -> None:
         """Write trials/steps/evals.parquet from the parts (plus rows already merged for trials
-        whose parts are gone), each atomically. Readers see the old file or the new one."""
-        tables = _load(self.uri, only_newer_parts=False)
-        trials, steps, evals = tables
+        whose parts are gone), each atomically: readers see the old file or the new one.
+
+        steps and evals are streamed one trial at a time (sorted by trial_id, a row group per
+        trial), so the merge holds one trial's history in memory, not the study's."""
+        parts = _scan_parts(self.uri)
+        part_ids = parts.trial_ids()
+        ids = set(part_ids)
+        trials = _overlay(self.uri, "trials", parts, part_ids)
+        order = trials.column("trial_id").to_pylist()
         # Steps and evals first: a reader that sees a trial in trials.parquet finds its history.
-        storage.write_table_atomic(storage.join(self.uri, STEPS_FILE), steps)
-        storage.write_table_atomic(storage.join(self.uri, EVALS_FILE), evals)
+        for kind in ("steps", "evals"):
+            old = _read_merged(self.uri, kind)
+            kept = None if old is None else _without_ids(old, ids)
+            del old
+            kept_ids = set() if kept is None else set(kept.column("trial_id").to_pylist())
+
+            def tables(kind: str = kind, kept: pa.Table | None = kept, kept_ids: set = kept_ids):
+                for tid in order:
+                    if tid in ids:
+                        part = _read_part(parts, tid, kind)
+                        if part is not None:
+                            yield _sorted(part, _LONG_KEYS)
+                    elif tid in kept_ids:
+                        yield _sorted(_only_ids(kept, {tid}), _LONG_KEYS)
+
+            _write_parquet_stream(
+                storage.join(self.uri, _FILES[kind]), _LONG_SCHEMAS[kind], tables()
+            )
         storage.write_table_atomic(storage.join(self.uri, TRIALS_FILE), trials)
         if not storage.exists(storage.join(self.uri, VERSION_FILE)):
             storage.write_text_atomic(storage.join(self.uri, VERSION_FILE), f"{SCHEMA_VERSION}\n")
-
-
-def _load(uri: str, only_newer_parts: bool) -> tuple[pa.Table, pa.Table, pa.Table]:
-    trials_uri = storage.join(uri, TRIALS_FILE)
-    merged = (
-        _read_if_exists(trials_uri),
-        _read_if_exists(storage.join(uri, STEPS_FILE)),
-        _read_if_exists(storage.join(uri, EVALS_FILE)),
-    )
-    parts = _scan_parts(uri)
-    ids = parts.trial_ids()
-    if only_newer_parts and merged[0] is not None:
-        merged_mtime = _mtime_ns(trials_uri)
-        merged_ids = set(merged[0].column("trial_id").to_pylist())
-
-        def stale(tid: str) -> bool:
-            if tid not in merged_ids or merged_mtime is None:
-                return True
-            times = [m for _, m in parts.files[tid].values()]
-            # >= : equal timestamps (coarse clocks on object stores) count as newer.
-            return any(m is None or m >= merged_mtime for m in times)
-
-        ids = [tid for tid in ids if stale(tid)]
-    return _combine(merged, _read_parts(parts, ids), set(ids))
 
 
 # --------------------------------------------------------------------------------------------
@@ -803,6 +877,20 @@ class Results:
     #: The Arrow schema of trials.parquet (tells int from float hyperparameters that pandas
     #: turned into float64 because of nulls).
     trials_schema: pa.Schema | None = None
+    #: False when read with ``with_steps=False``: ``steps`` is then empty; use steps_for().
+    steps_complete: bool = True
+    _parts: _Parts | None = field(default=None, repr=False)
+    _part_ids: list[str] | None = field(default=None, repr=False)
+
+    def steps_for(self, trial_ids: Iterable[str]) -> pd.DataFrame:
+        """The steps rows of ``trial_ids``, read from storage if ``steps`` was not loaded."""
+        ids = {str(t) for t in trial_ids}
+        if self.steps_complete:
+            return self.steps[self.steps["trial_id"].isin(sorted(ids))]
+        if self._parts is None:
+            return read_steps(self.uri, ids)
+        table = _overlay(self.uri, "steps", self._parts, self._part_ids or [], ids)
+        return _to_pandas(table)
 
     @property
     def study(self) -> str | None:
@@ -836,22 +924,21 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.replace_schema_metadata(None).to_pandas()
 
 
-def read_results(uri: str, include_parts: bool = True) -> Results:
-    """Read a results directory. Trials whose parts are newer than the merged files (or not in
-    them at all) are merged in memory, so an unmerged or half-run study reads complete."""
+def read_results(uri: str, include_parts: bool = True, with_steps: bool = True) -> Results:
+    """Read a results directory.
+
+    ``include_parts``: trials whose parts are newer than the merged files (or not in them at
+    all) are merged in memory, so an unmerged or half-run study reads complete.
+    ``with_steps=False`` leaves ``steps`` empty (the largest file by far); get the rows of
+    chosen trials with :meth:`Results.steps_for` or :func:`read_steps`.
+    """
     uri = storage.normalize(uri)
-    if include_parts:
-        trials, steps, evals = _load(uri, only_newer_parts=True)
-    else:
-        trials, steps, evals = _combine(
-            (
-                _read_if_exists(storage.join(uri, TRIALS_FILE)),
-                _read_if_exists(storage.join(uri, STEPS_FILE)),
-                _read_if_exists(storage.join(uri, EVALS_FILE)),
-            ),
-            ([], [], []),
-            set(),
-        )
+    parts = _scan_parts(uri) if include_parts else _Parts()
+    merged_trials = _read_merged(uri, "trials")
+    part_ids = _stale_part_ids(uri, parts, merged_trials)
+    trials = _overlay(uri, "trials", parts, part_ids, merged=merged_trials)
+    evals = _overlay(uri, "evals", parts, part_ids)
+    steps = _overlay(uri, "steps", parts, part_ids) if with_steps else STEPS_SCHEMA.empty_table()
     study_yaml = None
     study_uri = storage.join(uri, STUDY_FILE)
     if storage.exists(study_uri):
@@ -868,4 +955,17 @@ def read_results(uri: str, include_parts: bool = True) -> Results:
         study_yaml=study_yaml,
         meta=meta,
         trials_schema=trials.schema,
+        steps_complete=with_steps,
+        _parts=parts,
+        _part_ids=part_ids,
     )
+
+
+def read_steps(
+    uri: str, trial_ids: Iterable[str] | None = None, include_parts: bool = True
+) -> pd.DataFrame:
+    """steps.parquet rows of ``trial_ids`` (all trials when None), unmerged parts included."""
+    uri = storage.normalize(uri)
+    parts = _scan_parts(uri) if include_parts else _Parts()
+    part_ids = _stale_part_ids(uri, parts, _read_merged(uri, "trials"))
+    return _to_pandas(_overlay(uri, "steps", parts, part_ids, trial_ids))

@@ -395,3 +395,37 @@ def test_timestamp_inputs():
         assert pd.Timestamp(row["started_at"]) == want, value
     with pytest.raises(ValueError, match="no step"):
         R.steps_table("t", ["a"], [{"weights": [1.0]}])
+
+
+def test_steps_on_demand(built):
+    root, trials = built
+    res = R.read_results(str(root), with_steps=False)
+    assert res.steps.empty and list(res.steps.columns) == list(R.STEPS_COLUMNS)
+    assert len(res.trials) == len(trials) and not res.evals.empty
+    some = sorted(trials)[:2]
+    got = res.steps_for(some)
+    assert sorted(got["trial_id"].unique()) == [t for t in some if trials[t][1]]
+    full = R.read_results(str(root))
+    want = full.steps[full.steps["trial_id"].isin(some)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
+    pd.testing.assert_frame_equal(R.read_steps(str(root), some).reset_index(drop=True), want)
+    # The merged steps file is sorted by trial, a row group (or more) per trial.
+    meta = pq.ParquetFile(root / "steps.parquet").metadata
+    assert meta.num_row_groups >= len([t for t in trials.values() if t[1]])
+    ids = pq.read_table(root / "steps.parquet", columns=["trial_id"]).column("trial_id").to_pylist()
+    assert ids == sorted(ids)
+
+
+def test_streamed_write_failure_leaves_old_file(tmp_path):
+    target = tmp_path / "x.parquet"
+    R._write_parquet_stream(str(target), R.EVALS_SCHEMA, [R.EVALS_SCHEMA.empty_table()])
+    before = target.read_bytes()
+
+    def boom():
+        yield R.evals_table("t", ["a"], [{"step": 1, "val_loss": [1.0]}])
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        R._write_parquet_stream(str(target), R.EVALS_SCHEMA, boom())
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == ["x.parquet"]
