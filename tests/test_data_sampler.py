@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from ado_ray.data import Corpus, MixtureSampler, validate_weights
@@ -213,3 +215,18 @@ def test_throughput_smoke():
     for i in range(32):
         k = d[i]
         assert any(np.array_equal(x[i], row) for row in train[k])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=30).filter(
+        lambda w: sum(w) > 1e-3
+    ),
+    st.integers(1, 512),
+)
+def test_largest_remainder_properties(w, total):
+    w = np.asarray(w) / np.sum(w)
+    c = largest_remainder(total * w, total)
+    assert c.sum() == total and (c >= 0).all()
+    assert (np.abs(c - total * w) < 1 + 1e-9).all()
+    assert (c[w == 0] == 0).all()

@@ -101,25 +101,41 @@ def _atomic_write_json(path: str, obj: Any) -> None:
             os.remove(tmp)
 
 
-def _stack(arrays: list[np.ndarray], seq_len: int) -> tuple[np.ndarray, list[int]]:
+def _save_stacked(path: str, arrays: list[np.ndarray], seq_len: int) -> list[int]:
+    """Write the domains' arrays stacked into one ``.npy`` (tmp name, then os.replace).
+
+    Streams domain by domain into a memory-mapped file, so no second in-memory copy is made.
+    Returns the row offsets.
+    """
     offsets = [0]
     for a in arrays:
         offsets.append(offsets[-1] + int(a.shape[0]))
-    dtype = np.result_type(*[a.dtype for a in arrays]) if arrays else np.int64
-    out = np.empty((offsets[-1], seq_len), dtype=dtype)
-    for a, lo, hi in zip(arrays, offsets[:-1], offsets[1:], strict=True):
-        out[lo:hi] = a
-    return out, offsets
+    dtype = np.result_type(*[a.dtype for a in arrays]) if arrays else np.dtype(np.int64)
+    if offsets[-1] == 0:
+        _atomic_save_npy(path, np.empty((0, seq_len), dtype=dtype))
+        return offsets
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(offsets[-1], seq_len))
+        for a, lo, hi in zip(arrays, offsets[:-1], offsets[1:], strict=True):
+            mm[lo:hi] = a
+        mm.flush()
+        del mm
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return offsets
 
 
 def store(cache_dir: str | None, source: str, data: dict[str, Any], corpus: Corpus) -> str:
     """Write ``corpus`` under its key; returns the entry directory."""
     path = entry_path(cache_dir, source, data)
     os.makedirs(path, exist_ok=True)
-    train, train_off = _stack(corpus.train, corpus.seq_len)
-    val, val_off = _stack(corpus.val, corpus.seq_len)
-    _atomic_save_npy(os.path.join(path, "train.npy"), train)
-    _atomic_save_npy(os.path.join(path, "val.npy"), val)
+    train_off = _save_stacked(os.path.join(path, "train.npy"), corpus.train, corpus.seq_len)
+    val_off = _save_stacked(os.path.join(path, "val.npy"), corpus.val, corpus.seq_len)
     meta = {
         "key": data,
         "domains": list(corpus.domains),

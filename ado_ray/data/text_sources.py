@@ -13,7 +13,6 @@ domain's documents; whole documents go to validation until it holds at least
 from __future__ import annotations
 
 import glob
-import itertools
 import json
 import logging
 import math
@@ -52,20 +51,20 @@ def _check_fraction(name: str, value: Any, allow_zero: bool = False) -> float:
     return float(value)
 
 
-def tokenize(tok: Any, texts: list[str], append_eos: bool) -> list[list[int]]:
-    """Token ids of each text (plus EOS when ``append_eos``), in order."""
-    out: list[list[int]] = []
-    eos = [int(tok.eos_token_id)]
+def tokenize(tok: Any, texts: list[str], append_eos: bool) -> list[np.ndarray]:
+    """Token ids of each text (plus EOS when ``append_eos``), in order, as compact arrays."""
+    out: list[np.ndarray] = []
+    dtype = token_dtype(tok.vocab_size)
+    eos = [int(tok.eos_token_id)] if append_eos else []
     for i in range(0, len(texts), _TOKENIZE_BATCH):
         for ids in tok.encode_batch(texts[i : i + _TOKENIZE_BATCH]):
-            out.append(list(ids) + eos if append_eos else list(ids))
+            out.append(np.array(list(ids) + eos, dtype=dtype))
     return out
 
 
-def _flatten(docs: Iterable[list[int]], dtype: np.dtype) -> np.ndarray:
+def _flatten(docs: Iterable[np.ndarray], dtype: np.dtype) -> np.ndarray:
     docs = list(docs)
-    n = sum(len(d) for d in docs)
-    return np.fromiter(itertools.chain.from_iterable(docs), dtype=dtype, count=n)
+    return np.concatenate(docs).astype(dtype, copy=False) if docs else np.empty(0, dtype)
 
 
 def pack(tokens: np.ndarray, seq_len: int) -> np.ndarray:
@@ -86,7 +85,7 @@ def _check_domain_size(name: str, n_tokens: int, seq_len: int, what: str = "") -
 
 def split_holdout(
     name: str,
-    docs: list[list[int]],
+    docs: list[np.ndarray],
     val_fraction: float,
     seq_len: int,
     rng: np.random.Generator,
@@ -254,13 +253,13 @@ def _wikitext_split(path: str, name: str, data_files: Any, split: str, revision:
     return list(ds["text"])
 
 
-def _tfidf_features(docs: list[list[int]], max_features: int, idf: Any = None, vocab: Any = None):
+def _tfidf_features(docs: list[np.ndarray], max_features: int, idf: Any = None, vocab: Any = None):
     """L2-normalised TF-IDF rows over a token vocabulary (built from ``docs`` if not given)."""
     n = len(docs)
     if vocab is None:
         df: dict[int, int] = {}
         for d in docs:
-            for t in set(d):
+            for t in np.unique(d).tolist():
                 df[t] = df.get(t, 0) + 1
         cands = [(c, t) for t, c in df.items() if c >= 2 and c <= max(2, 0.5 * n)]
         if not cands:  # tiny inputs: use every token
@@ -327,7 +326,7 @@ def build_wikitext2(
     fraction: float = 0.2,
     val_fraction: float = 1.0,
     seq_len: int = 100,
-    num_domains: int = 4,
+    num_domains: int = 5,
     grouping: str = "segments",
     cluster: str = "tfidf",
     max_features: int = 4096,
@@ -394,7 +393,7 @@ def build_wikitext2(
     for s, a in arts.items():
         toks = tokenize(tok, [line for art in a for line in art], False)
         it = iter(toks)
-        docs[s] = [list(itertools.chain.from_iterable(next(it) for _ in art)) for art in a]
+        docs[s] = [_flatten([next(it) for _ in art], dtype) for art in a]
     lengths = np.array([len(d) for d in docs["train"]])
     if cluster == "tfidf":
         x, idf, vocab = _tfidf_features(docs["train"], max_features)
@@ -494,9 +493,9 @@ def _collect(
     max_documents: int | None,
     tok: Any,
     append_eos: bool,
-) -> dict[str, list[list[int]]]:
+) -> dict[str, list[np.ndarray]]:
     """Tokenised documents per domain, honouring the allow-list, caps and document limit."""
-    docs: dict[str, list[list[int]]] = {}
+    docs: dict[str, list[np.ndarray]] = {}
     counts: dict[str, int] = {}
     allowed = set(allow) if allow is not None else None
     pending_text: list[str] = []
@@ -595,7 +594,7 @@ def build_hf(
     if domain_field is not None:
         fields.append(("domain_field", domain_field))
 
-    def gather(which: str) -> dict[str, list[list[int]]]:
+    def gather(which: str) -> dict[str, list[np.ndarray]]:
         ds = _load_hf(path, name, which, data_files, revision, streaming)
         where = f"dataset {path!r} split {which!r}"
         _check_fields(ds, fields, where)
