@@ -3,7 +3,7 @@
 - ``sampler``: MixtureSampler tokens/s at B=32, L=1024, K=22 (uint16 corpus in memory,
   Dirichlet weights redrawn every step, both count modes).
 - ``tokenizer``: tokens/s of the offline GPT-2 tokenizer (``encode_batch``) on generated
-  English-like text.
+  English-like text, and of the text sources' path (ids -> uint16 arrays, EOS appended).
 - ``synthetic``: generation time of the default synthetic corpus at 50k x 128 tokens/domain.
 
 Run pinned to one core for the documented figures: ``taskset -c 0 python benchmarks/data_bench.py``.
@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from ado_ray.data import Corpus, MixtureSampler, gpt2_tokenizer, load_corpus
+from ado_ray.data.text_sources import tokenize
 
 
 def bench_sampler(
@@ -99,12 +100,16 @@ def bench_tokenizer(n_words: int) -> dict:
     ids = tok.encode_batch(docs)
     dt = time.perf_counter() - t0
     n_tokens = sum(len(x) for x in ids)
+    t0 = time.perf_counter()
+    arrays = tokenize(tok, docs, append_eos=True)  # the sources' path: ids -> uint16 arrays
+    dt_arrays = time.perf_counter() - t0
     return {
         "backend": tok.backend.split(" (")[0],
         "documents": len(docs),
         "tokens": n_tokens,
         "seconds": dt,
         "tokens_per_s": n_tokens / dt,
+        "to_arrays_tokens_per_s": sum(a.size for a in arrays) / dt_arrays,
         "rayon_threads": os.environ.get("RAYON_NUM_THREADS"),
     }
 
