@@ -1,0 +1,72 @@
+"""Mixture policies (pure NumPy/SciPy): ``uniform``, ``natural``, ``fixed``, ``ado``.
+
+>>> from ado_ray.policies import make_policy
+>>> p = make_policy("ado", 3, token_counts=[5, 3, 2], warmup_steps=10)
+>>> w = p.weights()              # weights for step 0
+>>> p.observe(0, [4, 3, 1], [5.1, 4.9, 6.0])
+>>> w = p.weights()              # weights for step 1
+
+See :class:`~ado_ray.policies.base.MixturePolicy` for the interface and
+:mod:`ado_ray.policies.ado` for ADO's options and where it differs from the
+authors' code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .ado import ADO_DEFAULTS, AdoPolicy
+from .base import MixturePolicy, floor_clip
+from .baselines import FixedPolicy, NaturalPolicy, UniformPolicy
+from .scaling_law import LawBounds, LawFit, fit_scaling_laws, law_objective, predict_loss
+
+__all__ = [
+    "ADO_DEFAULTS",
+    "POLICY_NAMES",
+    "AdoPolicy",
+    "FixedPolicy",
+    "LawBounds",
+    "LawFit",
+    "MixturePolicy",
+    "NaturalPolicy",
+    "UniformPolicy",
+    "fit_scaling_laws",
+    "floor_clip",
+    "law_objective",
+    "load_policy",
+    "make_policy",
+    "predict_loss",
+]
+
+_REGISTRY: dict[str, type[MixturePolicy]] = {
+    "uniform": UniformPolicy,
+    "natural": NaturalPolicy,
+    "fixed": FixedPolicy,
+    "ado": AdoPolicy,
+}
+
+#: The policy names ``make_policy`` accepts.
+POLICY_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def make_policy(name: str, num_domains: int, **options: Any) -> MixturePolicy:
+    """Build the policy ``name`` over ``num_domains`` domains.
+
+    Options: ``uniform`` none; ``natural`` ``prior=`` or ``token_counts=``;
+    ``fixed`` ``weights=``; ``ado`` see ``ADO_DEFAULTS`` plus ``prior=`` or
+    ``token_counts=``. Unknown names or options raise ``ValueError``.
+    """
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown policy {name!r}: allowed {', '.join(POLICY_NAMES)}")
+    return cls(num_domains, **options)
+
+
+def load_policy(state: Mapping[str, Any]) -> MixturePolicy:
+    """Rebuild a policy from ``policy.state_dict()`` (name, K and options included)."""
+    if not isinstance(state, Mapping) or "policy" not in state:
+        raise ValueError("not a policy state: expected a mapping from state_dict()")
+    policy = make_policy(state["policy"], state["num_domains"], **dict(state.get("options", {})))
+    policy.load_state_dict(state)
+    return policy
