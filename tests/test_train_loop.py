@@ -48,18 +48,30 @@ def config(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_every_domain_val_loss_falls(corpus):
-    cfg = config(budget={"steps": 150}, eval_interval=150, lr=5e-3, batch_size=16)
+def test_every_domain_val_loss_falls():
+    # Domains a one-layer model can learn in a few seconds. (The default testbed's uniform-noise
+    # domain starts at its floor, log V, so it has nothing to fall to; copy and order-2 chains
+    # need far longer runs.)
+    corpus = load_corpus(
+        "synthetic",
+        vocab_size=16,
+        domains=["markov1", "zipf", {"name": "wide", "kind": "markov", "order": 1, "support": 6}],
+        seq_len=32,
+        sequences_per_domain=400,
+        val_sequences_per_domain=64,
+        seed=0,
+    )
+    cfg = config(budget={"steps": 100}, eval_interval=100, lr=1e-2, batch_size=16)
     record = run_training(cfg, corpus)
     first, last = record["evals"][0], record["evals"][-1]
-    assert first["step"] == 0 and last["step"] == 150
+    assert first["step"] == 0 and last["step"] == 100
     for name, before, after in zip(corpus.domains, first["val_loss"], last["val_loss"]):
         assert after < before, f"{name}: {before:.4f} -> {after:.4f}"
     # The summary's aggregates follow from the per-domain losses.
     summary = record["summary"]
     assert summary["val_loss_balanced"] == pytest.approx(np.mean(last["val_loss"]))
-    assert summary["tokens_seen"] == 150 * 16 * corpus.seq_len
-    assert len(record["steps"]) == 150
+    assert summary["tokens_seen"] == 100 * 16 * corpus.seq_len
+    assert len(record["steps"]) == 100
 
 
 class Spy(LocalMixture):
@@ -86,7 +98,9 @@ def test_per_domain_accounting_matches_direct_computation(corpus):
     with torch.no_grad():
         per_seq = np.array(
             [
-                model(input_ids=torch.as_tensor(row[None]), labels=torch.as_tensor(row[None])).loss.item()
+                model(
+                    input_ids=torch.as_tensor(row[None]), labels=torch.as_tensor(row[None])
+                ).loss.item()
                 for row in ids
             ]
         )
@@ -99,14 +113,23 @@ def test_per_domain_accounting_matches_direct_computation(corpus):
             assert math.isnan(losses[d])
 
 
+def same_history(a: list[dict], b: list[dict]) -> None:
+    """Bit-identical step histories (NaN, for absent domains, equals NaN)."""
+    assert [s["step"] for s in a] == [s["step"] for s in b]
+    for key in ("weights", "counts", "train_loss"):
+        np.testing.assert_array_equal([s[key] for s in a], [s[key] for s in b], err_msg=key)
+    assert [s["law"] for s in a] == [s["law"] for s in b]
+
+
 def test_same_seed_gives_identical_runs(corpus):
     cfg = config(policy="ado", policy_options=ADO_FAST)
     a, b = run_training(cfg, corpus), run_training(cfg, corpus)
-    assert [s["train_loss"] for s in a["steps"]] == [s["train_loss"] for s in b["steps"]]
-    assert [s["weights"] for s in a["steps"]] == [s["weights"] for s in b["steps"]]
+    same_history(a["steps"], b["steps"])
     assert [e["val_loss"] for e in a["evals"]] == [e["val_loss"] for e in b["evals"]]
     c = run_training(config(policy="ado", policy_options=ADO_FAST, seed=1), corpus)
-    assert [s["train_loss"] for s in a["steps"]] != [s["train_loss"] for s in c["steps"]]
+    assert not np.array_equal(
+        [s["train_loss"] for s in a["steps"]], [s["train_loss"] for s in c["steps"]], equal_nan=True
+    )
 
 
 @pytest.mark.parametrize("lag", [1, 3])
@@ -124,7 +147,7 @@ def test_resume_continues_exactly(corpus, lag):
     assert not np.allclose(full["steps"][-1]["weights"], full["steps"][0]["weights"])
 
     resumed = run_training(cfg, corpus, runtime=Runtime(resume_state=states[1]))
-    assert resumed["steps"] == full["steps"]
+    same_history(resumed["steps"], full["steps"])
     assert [e["val_loss"] for e in resumed["evals"]] == [e["val_loss"] for e in full["evals"]]
     assert resumed["summary"]["tokens_seen"] == full["summary"]["tokens_seen"]
 

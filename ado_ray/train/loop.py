@@ -251,7 +251,7 @@ def run_training(
             )
         return {"val_loss": val, **metrics}
 
-    def report(step_done: int, ev: dict[str, Any] | None, with_state: bool, train_loss: float):
+    def report(step_done: int, ev: dict[str, Any], with_state: bool, train_loss: float):
         nonlocal eval_round
         if rt.report is None:
             return
@@ -290,6 +290,7 @@ def run_training(
     model.train()
     last_train = float("nan")
     last_eval: dict[str, Any] | None = None
+    last_ckpt = start
     stats = torch.zeros(2 * k, dtype=torch.float64, device=device)
     for step in range(start, total_steps):
         if rt.on_step is not None:
@@ -321,7 +322,7 @@ def run_training(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        host = stats.cpu().numpy()  # also waits for the device
+        host = stats.cpu().numpy().copy()  # waits for the device; copied: stats is reused
         t3 = time.perf_counter()
         sums, counts = host[:k], host[k:]
         if not np.isfinite(sums).all():
@@ -341,11 +342,13 @@ def run_training(
         timing["wall"] += t4 - t0
         done = step + 1
         is_last = done == total_steps
-        ev = do_eval(done) if (done % cfg.eval_interval == 0 or is_last) else None
-        last_eval = ev if ev is not None else last_eval
-        ckpt = is_last or done % cfg.checkpoint_interval == 0
-        if ev is not None or ckpt:
-            report(done, ev, ckpt, last_train)
+        if done % cfg.eval_interval == 0 or is_last:
+            last_eval = do_eval(done)
+            # Checkpoints ride on evaluations, so every report carries the study's metric and
+            # Tune's schedulers see one result per evaluation round.
+            ckpt = is_last or done - last_ckpt >= cfg.checkpoint_interval
+            last_ckpt = done if ckpt else last_ckpt
+            report(done, last_eval, ckpt, last_train)
 
     if last_eval is None or start >= total_steps:
         last_eval = do_eval(total_steps)  # resumed after the last step: nothing ran

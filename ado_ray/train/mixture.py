@@ -52,8 +52,9 @@ class MixtureController:
             raise ValueError(
                 f"observations must arrive in order: got step {step} after {self.last_received}"
             )
-        counts = np.asarray(counts, dtype=np.float64).reshape(-1)
-        losses = np.asarray(losses, dtype=np.float64).reshape(-1)
+        # Copies: callers may reuse their buffers for the next step.
+        counts = np.array(counts, dtype=np.float64).reshape(-1)
+        losses = np.array(losses, dtype=np.float64).reshape(-1)
         self._pending.append((step, counts, losses))
         self.last_received = step
         return True
