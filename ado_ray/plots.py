@@ -20,9 +20,7 @@ from ado_ray import storage
 from ado_ray.results import HP_PREFIX, Results
 
 #: Values of ``hp_count_mode`` meaning "each law is indexed by its own domain's sequences".
-OWN_COUNT_MODES = frozenset(
-    {"own", "domain", "per_domain", "own_domain", "separate", "self", "individual"}
-)
+OWN_COUNT_MODES = frozenset({"own", "domain", "per_domain", "own_domain"})
 _SEQ_LEN_KEYS = ("seq_len", "sequence_length", "context_length", "block_size", "n_ctx")
 
 
@@ -44,6 +42,15 @@ def _figure(n: int, max_cols: int = 4, w: float = 4.2, h: float = 3.2) -> tuple[
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Log axis labelled at a few plain numbers, without crowded minor labels."""
+    from matplotlib import ticker
+
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _domain_colors(domains: list[str]) -> dict[str, Any]:
@@ -223,6 +230,45 @@ def seq_len_of(res: Results, trial: pd.Series | None = None) -> int | None:
     return find(doc)
 
 
+def count_convention(res: Results, trial: pd.Series) -> tuple[float, bool, str]:
+    """How the trial's ADO policy indexes its laws: (unit scale applied to cumulative sequence
+    counts, whether each domain counts only its own sequences, a sentence for the caption).
+
+    The policy's options are in the trial's hyperparameters (``hp_count_mode`` =
+    same_step_size / own, ``hp_count_unit`` = tokens_1024 / sequences, ``hp_seq_len``). Where
+    they are missing, n is approximated as all-domain cumulative sequences times seq_len/1024
+    (seq_len from the trial, meta.json or the study file), else in sequences."""
+
+    def hp(name: str) -> Any:
+        value = trial.get(f"{HP_PREFIX}{name}")
+        return None if value is None or (not isinstance(value, str) and pd.isna(value)) else value
+
+    mode, unit = hp("count_mode"), hp("count_unit")
+    own = isinstance(mode, str) and mode.lower() in OWN_COUNT_MODES
+    seq_len = hp("seq_len")
+    seq_len = int(seq_len) if seq_len is not None else seq_len_of(res, trial)
+    who = "of that domain" if own else "of all domains"
+    if unit == "sequences":
+        scale, unit_text = 1.0, "sequences"
+    elif seq_len:
+        scale, unit_text = seq_len / 1024, f"1024-token units (sequences × {seq_len}/1024)"
+    else:
+        scale, unit_text = 1.0, "sequences (no seq_len known)"
+    if mode is not None and unit is not None and (unit == "sequences" or seq_len):
+        note = (
+            f"n is the policy's own count (count_mode={mode}, count_unit={unit}): cumulative "
+            f"sequences {who}, through each step, in {unit_text}."
+        )
+    else:
+        note = (
+            f"Approximation (the trial does not record the policy's count options): n = cumulative "
+            f"sequences {who}, through each step, in {unit_text}"
+            + (" (seq_len/1024 scaling)" if scale != 1.0 else "")
+            + "; the policy's own count may differ."
+        )
+    return scale, own, note
+
+
 def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | None, metric: str):
     """Observed per-domain training loss of the best ADO trial against the count n, with the
     law L(n) = eps + beta * n^-alpha of the last refit overlaid."""
@@ -239,11 +285,8 @@ def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | N
     trial = cand.sort_values(metric).iloc[0]
     s = steps[steps["trial_id"] == trial["trial_id"]].sort_values(["step", "domain_index"])
 
-    seq_len = seq_len_of(res, trial)
-    scale = seq_len / 1024 if seq_len else 1.0
-    unit_short = "1024-token seqs" if seq_len else "sequences"
-    mode = trial.get(f"{HP_PREFIX}count_mode")
-    own = isinstance(mode, str) and mode.lower() in OWN_COUNT_MODES
+    n_scale, own, n_note = count_convention(res, trial)
+    unit_short = "1024-token seqs" if n_scale != 1.0 else "sequences"
     counts = s.pivot_table(index="step", columns="domain", values="count", aggfunc="sum").fillna(
         0.0
     )
@@ -255,7 +298,7 @@ def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | N
     fig, axes = _figure(len(domains), max_cols=3)
     for ax, d in zip(axes, domains):
         sd = s[s["domain"] == d].set_index("step")
-        n_all = (cum_own[d] if own else cum_total) * scale
+        n_all = (cum_own[d] if own else cum_total) * n_scale
         obs = sd["train_loss"].dropna()
         n_obs = n_all.reindex(obs.index)
         ok = (n_obs > 0).to_numpy()
@@ -285,24 +328,14 @@ def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | N
         else:
             ax.set_title(f"{d}: no law fitted", fontsize=9)
         ax.set_xscale("log")
+        _plain_log_ticks(ax)
         ax.set_xlabel(f"n ({'own' if own else 'all-domain'} {unit_short}, cumulative)")
         ax.set_ylabel("train loss")
         ax.legend(fontsize=7)
     fig.suptitle(f"Scaling-law fits of trial {trial['trial_id']} (seed {trial['seed']})")
     caption = (
         "Observed per-domain training loss against n, with the law L(n) = eps + beta·n^(−alpha) of "
-        "the last refit (solid; dashed vertical line: n at that refit). Approximation: n is "
-        + (
-            "the cumulative number of sequences of that domain"
-            if own
-            else "the cumulative number of sequences of all domains (the authors' 'same step size' count)"
-        )
-        + (
-            f" times seq_len/1024 = {scale:g}, i.e. in 1024-token sequences"
-            if seq_len
-            else ", in sequences (no seq_len in meta.json or the study file)"
-        )
-        + ", counted through each step; the policy's own count unit may differ."
+        f"the last refit (solid; dashed vertical line: n at that refit). {n_note}"
     )
     return fig, caption
 
@@ -353,6 +386,7 @@ def plot_search(res: Results, metric: str, arm: str = "ado", phase: str = "searc
             x = values.astype(float).to_numpy()
             if getattr(dist, "log", False):
                 ax.set_xscale("log")
+                _plain_log_ticks(ax)
         ax.scatter(x[has & ~best], y[has & ~best], s=22, alpha=0.7, color="C0", label="trial")
         ax.scatter(x[has & best], y[has & best], s=40, marker="*", color="C3", label="best config")
         if hasattr(dist, "choices"):

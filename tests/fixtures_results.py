@@ -46,7 +46,8 @@ ADO_A = {
     "gamma1": 0.1,
     "gamma2": 0.1,
     "delta_min": 0.01,
-    "count_mode": "total",
+    "count_mode": "same_step_size",
+    "count_unit": "tokens_1024",
     "refit_every": 50,
     "use_prior": True,
 }
@@ -54,7 +55,8 @@ ADO_B = {
     "gamma1": 0.3,
     "gamma2": 0.1,
     "delta_min": 0.05,
-    "count_mode": "total",
+    "count_mode": "same_step_size",
+    "count_unit": "tokens_1024",
     "refit_every": 100,
     "use_prior": False,
 }

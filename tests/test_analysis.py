@@ -153,14 +153,18 @@ def test_format_csv_and_json(table):
 def test_importances(res):
     imp, msg = A.hp_importances(res)
     assert imp is not None, msg
-    # gamma2 and count_mode are the same in every completed ADO search trial.
+    # gamma2 and the count options are the same in every completed ADO search trial.
     assert set(imp) <= {"gamma1", "delta_min", "refit_every", "use_prior"} and imp
     assert sum(imp.values()) == pytest.approx(1.0)
     assert "4 completed ado trials" in msg
     space = A.search_space(res)
     assert type(space.distributions["hp_refit_every"]).__name__ == "IntDistribution"
     assert type(space.distributions["hp_use_prior"]).__name__ == "CategoricalDistribution"
-    assert space.skipped == {"hp_count_mode": "constant", "hp_gamma2": "constant"}
+    assert space.skipped == {
+        "hp_count_mode": "constant",
+        "hp_count_unit": "constant",
+        "hp_gamma2": "constant",
+    }
 
 
 def test_importances_explain_when_impossible(tmp_path):
@@ -193,7 +197,22 @@ def test_analyze_writes_plots_and_report(root, report):
     assert report.table_text == A.format_table(report.table, "markdown")
     assert (out / "table.md").read_text() == report.table_text
     assert report.importances and abs(sum(report.importances.values()) - 1) < 1e-9
-    assert "seq_len/1024" in md  # the scaling-law plot states its count approximation
+    # The scaling-law plot says how n was counted.
+    assert "count_mode=same_step_size, count_unit=tokens_1024" in md
+
+
+def test_count_convention(res):
+    from ado_ray.plots import count_convention
+
+    trial = res.trials[res.trials["arm"] == "ado"].iloc[0].copy()
+    scale, own, note = count_convention(res, trial)
+    assert scale == 128 / 1024 and not own and "policy's own count" in note
+    trial["hp_count_unit"], trial["hp_count_mode"] = "sequences", "own"
+    assert count_convention(res, trial)[:2] == (1.0, True)
+    trial["hp_count_unit"] = trial["hp_count_mode"] = None
+    trial["seq_len"] = float("nan")  # falls back to meta.json's seq_len
+    scale, own, note = count_convention(res, trial)
+    assert scale == 128 / 1024 and not own and note.startswith("Approximation")
 
 
 def test_analyze_to_uri_and_cli(root, tmp_path, capsys):

@@ -25,6 +25,7 @@ except ImportError:  # tests/ imported as a package
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "results_schema.md"
 FIXTURE_HP = [
     "hp_count_mode",
+    "hp_count_unit",
     "hp_delta_min",
     "hp_gamma1",
     "hp_gamma2",
@@ -112,7 +113,7 @@ def test_round_trip(built):
     assert json.loads(row["domains"]) == fx.DOMAINS and row["num_domains"] == 3
     assert row["package_version"] == "0.1.0"
     assert row["started_at"] == pd.Timestamp(record["started_at"])
-    assert row["hp_gamma1"] == 0.1 and row["hp_count_mode"] == "total"
+    assert row["hp_gamma1"] == 0.1 and row["hp_count_mode"] == "same_step_size"
     assert row["hp_refit_every"] == 50 and bool(row["hp_use_prior"]) is True
     assert pd.isna(row["hp_weights"])
 
@@ -125,8 +126,10 @@ def test_round_trip(built):
     np.testing.assert_array_equal(counts, [r["counts"] for r in steps])
     expected = np.array([r["train_loss"] for r in steps], dtype=float)
     np.testing.assert_allclose(losses, expected)  # NaN where NaN
-    assert (counts == 0).any(), "the fixture has empty domains in some batches"
-    assert s.loc[s["count"] == 0, "train_loss"].isna().all()
+    empty = res.steps["count"] == 0
+    assert empty.any(), "the fixture has domains absent from some batches"
+    assert res.steps.loc[empty, "train_loss"].isna().all()
+    assert res.steps.loc[~empty, "train_loss"].notna().all()
     assert list(s["domain"][:3]) == fx.DOMAINS
     refits = sorted(s.loc[s["law_eps"].notna(), "step"].unique())
     assert refits == [t for t in range(1, fx.STEPS) if t % 50 == 0]
