@@ -557,6 +557,11 @@ class AnalysisReport:
     table_text: str = ""
     messages: list[str] = field(default_factory=list)
 
+    @property
+    def text(self) -> str:
+        """The table in the requested format (what ``ado-ray analyze`` prints)."""
+        return self.table_text
+
 
 def default_out_dir(uri: str, study: str | None) -> str:
     """``<results>/analysis`` for local results; ``./analysis-<study>`` for remote ones."""

@@ -194,7 +194,7 @@ def test_analyze_writes_plots_and_report(root, report):
     assert "Hyperparameter importances" in md
     assert any(f"| {name} |" in md for name in report.importances)
     assert "CUDA out of memory" in md  # the failed trial is listed
-    assert report.table_text == A.format_table(report.table, "markdown")
+    assert report.text == report.table_text == A.format_table(report.table, "markdown")
     assert (out / "table.md").read_text() == report.table_text
     assert report.importances and abs(sum(report.importances.values()) - 1) < 1e-9
     # The scaling-law plot says how n was counted.
