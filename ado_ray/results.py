@@ -15,7 +15,7 @@ Each finished trial is written as its own part files (so concurrent trials never
 file, and a re-added trial simply replaces its parts); :meth:`ResultsWriter.merge` concatenates
 them into the three top-level files. Every file is written atomically (temporary sibling, then
 rename; a single PUT on object stores), so a crash never leaves a half-written file behind.
-``docs/results_schema.md`` documents every column.
+The README's "Results schema" section documents every column.
 
 The files are plain Parquet: no pandas index metadata, no extension types, timestamps as
 ``timestamp[us, tz=UTC]``, JSON lists stored as strings. DuckDB, pandas and polars read them
@@ -866,7 +866,7 @@ class ResultsWriter:
 
 @dataclass
 class Results:
-    """A study's results as pandas DataFrames (columns as documented in results_schema.md)."""
+    """A study's results as pandas DataFrames (columns as documented in the README)."""
 
     uri: str
     trials: pd.DataFrame
