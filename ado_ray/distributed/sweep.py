@@ -131,6 +131,29 @@ def _driver(config: dict[str, Any], study_dict: dict, results_uri: str, ray_stor
         raise error
 
 
+class _SearchSpace:
+    """Optuna's define-by-run space over ADO's options. A class, not a closure: Tune pickles it
+    into the experiment checkpoint that ``--resume`` restores."""
+
+    def __init__(self, study_dict: dict[str, Any], seed: int):
+        self.study_dict, self.seed = study_dict, seed
+        self._study: Study | None = None
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        if self._study is None:
+            self._study = load_study(self.study_dict)
+        self._study.suggest(trial)
+        return {"phase": "search", "arm": "ado", "seed": self.seed}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"study_dict": self.study_dict, "seed": self.seed, "_study": None}
+
+
+def _trial_dirname(trial: Any) -> str:
+    # Short, deterministic trial directories (Optuna configs make Tune's default ~200 chars).
+    return trial.trial_id
+
+
 def _sampler(study: Study) -> Any:
     import optuna
 
@@ -176,12 +199,7 @@ def _run_search(
             path, trainable=trainable, resume_unfinished=True, resume_errored=False
         )
     else:
-        seed = study.search_seeds[0]
-
-        def space(trial: Any) -> dict[str, Any]:
-            study.suggest(trial)
-            return {"phase": "search", "arm": "ado", "seed": seed}
-
+        space = _SearchSpace(study.to_dict(), study.search_seeds[0])
         points = [study.paper_defaults(steps)] if study.search.enqueue_defaults else None
         searcher = OptunaSearch(
             space=space,
@@ -209,7 +227,7 @@ def _run_search(
                 scheduler=scheduler,
                 num_samples=int(study.search.num_samples),
                 max_concurrent_trials=conc,
-                trial_dirname_creator=lambda t: t.trial_id,
+                trial_dirname_creator=_trial_dirname,
             ),
             run_config=_tune_run_config("search", ray_storage),
         )
@@ -315,7 +333,7 @@ def _run_confirm(
         _trainable(study, results_uri, ray_storage),
         param_space={"spec": tune.grid_search(specs)},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=conc, trial_dirname_creator=lambda t: t.trial_id
+            max_concurrent_trials=conc, trial_dirname_creator=_trial_dirname
         ),
         run_config=_tune_run_config(f"confirm-{attempt}", ray_storage),
     )
