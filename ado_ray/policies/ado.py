@@ -354,7 +354,7 @@ class AdoPolicy(MixturePolicy):
         num *= (h if self._h_form else h * (1.0 - h)) ** self._s
         tot = float(num.dot(self._ones))
         if tot > 0.0 and math.isfinite(tot):
-            num *= 1.0 / tot
+            num /= tot
             rho = num
         else:
             rho = self._fallback(num)

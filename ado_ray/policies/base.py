@@ -131,7 +131,7 @@ def check_bool(name: str, value: Any) -> bool:
 
 def _as_vector(name: str, value: Any, k: int, what: str) -> np.ndarray:
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        arr = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{name}={_show(value)} is not allowed: allowed {what}") from None
     if arr.shape != (k,):
@@ -146,8 +146,8 @@ def _as_vector(name: str, value: Any, k: int, what: str) -> np.ndarray:
 
 
 def check_distribution(name: str, value: Any, k: int) -> np.ndarray:
-    """A K-vector of non-negative finite numbers summing to 1 (within 1e-6),
-    returned normalised as float64 (unchanged when it already sums to 1.0)."""
+    """A K-vector of non-negative finite numbers summing to 1 (within 1e-6), as
+    float64: unchanged (bitwise) when it sums to 1 within 1e-12, else normalised."""
     what = f"{k} non-negative numbers summing to 1 (within {SUM_TOLERANCE:g})"
     arr = _as_vector(name, value, k, what)
     total = float(arr.sum())
@@ -155,7 +155,7 @@ def check_distribution(name: str, value: Any, k: int) -> np.ndarray:
         raise ValueError(
             f"{name}={_show(value)} is not allowed: allowed {what}; it sums to {total!r}"
         )
-    return arr / total
+    return arr if abs(total - 1.0) <= 1e-12 else arr / total
 
 
 def check_token_counts(name: str, value: Any, k: int) -> np.ndarray:

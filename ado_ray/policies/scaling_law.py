@@ -34,7 +34,7 @@ domains):
    points per domain.
 3. **Tie-break** (flat series are ill-posed): among the optimised candidates
    whose objective is within ``tie_rtol * J_best + atol`` of the best one
-   (``atol`` is the objective of a 1e-5 RMS residual), keep the one with the
+   (``atol`` is the objective of a 1e-6 RMS residual), keep the one with the
    *smallest predicted reducible loss* ``beta * n_end**(-alpha)`` at the end of
    the window. A domain that has stopped improving therefore gets the fit with
    the least reducible loss the data support, and no learning-speed credit.
@@ -331,7 +331,7 @@ def _solve3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _STEP_MAX = np.array([5.0, 5.0, 0.5])
 
 
-def _levenberg_marquardt(theta, x, y, w, bounds, delta, max_iter, ftol):
+def _levenberg_marquardt(theta, x, y, w, bounds, delta, max_iter, ftol, group=None):
     """Batched damped Gauss-Newton (IRLS for the Huber loss), problems theta (P, 3)
     on data x, y, w (P, M).
 
@@ -358,9 +358,15 @@ def _levenberg_marquardt(theta, x, y, w, bounds, delta, max_iter, ftol):
     jval, grad, hess = _objective_derivs(theta, x, y, w, bounds, delta)
     lam = np.full(p_all, 1e-3)
     done = ~np.isfinite(jval)
-    atol = 1e-14 * (1.0 + w.sum(axis=-1))
+    atol = 1e-20 * (1.0 + w.sum(axis=-1))
     eye = np.eye(3)
-    for _ in range(max_iter):
+    if group is not None:
+        group = np.asarray(group)
+        best = np.full(int(group.max()) + 1, np.inf)
+    for it in range(max_iter):
+        if group is not None and it >= 5:
+            np.minimum.at(best, group[ids], jval)
+            done |= jval > 2.0 * best[group[ids]] + atol
         if done.all():
             break
         if done.sum() * 3 >= done.size:
@@ -421,6 +427,52 @@ def _levenberg_marquardt(theta, x, y, w, bounds, delta, max_iter, ftol):
     out_theta[ids] = theta
     out_j[ids] = jval
     return out_theta, out_j
+
+
+_PROFILE_STEP = 0.01
+
+
+def _profile_start(x, y, w, bounds, delta):
+    """The best (log beta, log eps, alpha) per domain on an alpha profile, (K, 3).
+
+    For each alpha on a 0.01 grid up to ``alpha_max``, L = eps + beta n^-alpha is
+    linear in (eps, beta): solve the weighted least squares in linear space with
+    weights 1 / L^2 (relative errors, close to the log-space fit), clamp eps and
+    beta to be positive, and keep the alpha whose exact objective is lowest.
+    """
+    k = x.shape[0]
+    hi = max(bounds.alpha_max, 2 * _PROFILE_STEP)
+    alphas = np.arange(_PROFILE_STEP, hi + 1e-12, _PROFILE_STEP)
+    loss = np.exp(y)
+    v = w / (loss * loss)
+    vl = v * loss
+    phi = np.exp(-alphas[None, :, None] * x[:, None, :])  # (K, A, M)
+    s0 = v.sum(axis=-1)[:, None]
+    t0 = vl.sum(axis=-1)[:, None]
+    s1 = np.matmul(phi, v[:, :, None])[..., 0]
+    t1 = np.matmul(phi, vl[:, :, None])[..., 0]
+    phi *= phi
+    s2 = np.matmul(phi, v[:, :, None])[..., 0]
+    det = s0 * s2 - s1 * s1
+    eps = (s2 * t0 - s1 * t1) / det
+    beta = (s0 * t1 - s1 * t0) / det
+    tiny = 1e-8 * np.maximum(t0 / np.maximum(s0, 1e-300), 1e-300)
+    no_beta = ~(beta > 0)
+    eps = np.where(no_beta, t0 / s0, eps)
+    beta = np.where(no_beta, tiny, beta)
+    no_eps = ~(eps > 0)
+    eps = np.where(no_eps, tiny, eps)
+    beta = np.where(no_eps, np.maximum(t1 / s2, tiny), beta)
+    theta = np.stack(
+        [np.log(beta), np.log(eps), np.broadcast_to(alphas, beta.shape)], axis=-1
+    ).reshape(-1, 3)
+    rep = np.repeat(np.arange(k), alphas.size)
+    j = _objective(theta, x[rep], y[rep], w[rep], bounds, delta).reshape(k, alphas.size)
+    j = np.where(np.isfinite(j), j, np.inf)
+    pick = np.argmin(j, axis=1)
+    out = theta.reshape(k, alphas.size, 3)[np.arange(k), pick]
+    # A domain where nothing was finite: a harmless grid point.
+    return np.where(np.isfinite(out), out, START_GRID[0])
 
 
 def _coarse(x, y, w, m_valid, order, points):
@@ -537,25 +589,28 @@ def _fit(n, losses, bounds, delta, min_points, screen_points, fit_points, top_st
     xs, ys, ws = _coarse(x, y, w, m_valid_f, order, min(screen_points, n_all))
     j0 = _screen(xs, ys, ws, bounds, delta)
     j0 = np.where(np.isfinite(j0), j0, np.inf)
-    top = min(top_starts, g)
-    best = np.argsort(j0, axis=1, kind="stable")[:, :top]
-    starts = START_GRID[best]
-    # One data-driven start with almost no reducible loss (the "flat" answer).
-    al0 = 0.7
-    flat = np.stack([np.log(1e-4) + y_end + al0 * x_end, y_end, np.full(kk, al0)], axis=1)
-    starts = np.concatenate([starts, flat[:, None, :]], axis=1)
-    s_count = starts.shape[1]
-
-    # Stage 2: optimise the candidates on a medium point set.
+    best = np.argsort(j0, axis=1, kind="stable")[:, : min(top_starts, g)]
     use_full = n_all <= fit_points
     if use_full:
         xf, yf, wf = x, y, w
     else:
         xf, yf, wf = _coarse(x, y, w, m_valid_f, order, fit_points)
+    # Plus one start from the alpha profile (near the optimum even where the
+    # landscape is a long, flat valley) and one data-driven start with almost no
+    # reducible loss (the "flat" answer).
+    al0 = 0.7
+    flat = np.stack([np.log(1e-4) + y_end + al0 * x_end, y_end, np.full(kk, al0)], axis=1)
+    starts = np.concatenate(
+        [START_GRID[best], _profile_start(xf, yf, wf, bounds, delta)[:, None], flat[:, None]],
+        axis=1,
+    )
+    s_count = starts.shape[1]
+
+    # Stage 2: optimise the candidates on a medium point set.
     rep = np.repeat(np.arange(kk), s_count)
     theta, jval = _levenberg_marquardt(
         starts.reshape(-1, 3), xf[rep], yf[rep], wf[rep], bounds, delta, max_iter,
-        stage_ftol if not use_full else polish_ftol,
+        stage_ftol if not use_full else polish_ftol, group=rep,
     )  # fmt: skip
     theta = theta.reshape(kk, s_count, 3)
     jval = jval.reshape(kk, s_count)
@@ -564,7 +619,7 @@ def _fit(n, losses, bounds, delta, min_points, screen_points, fit_points, top_st
     finite = np.isfinite(jval) & np.isfinite(theta).all(axis=-1)
     jval = np.where(finite, jval, np.inf)
     j_best = jval.min(axis=1, keepdims=True)
-    atol = 0.5e-10 * m_valid_f[:, None]  # the J of a 1e-5 RMS residual
+    atol = 0.5e-12 * m_valid_f[:, None]  # the J of a 1e-6 RMS residual
     near = finite & (jval <= j_best + tie_rtol * np.abs(j_best) + atol)
     log_red = theta[..., 0] - theta[..., 2] * x_end[:, None]  # log(beta * n_end**-alpha)
     log_red = np.where(near & np.isfinite(log_red), log_red, np.inf)
