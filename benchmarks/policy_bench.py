@@ -7,6 +7,12 @@
   policy has the authors' defaults (ignore 1000 steps, subsample 10).
 * ``step_us``: one ``observe`` + ``weights`` call after the first fit (no refit
   in the measured steps), median over ``--step-samples`` steps.
+* ``coarse_vs_full``: the price of the coarse stages. The same series fitted
+  with stage 2 on *all* points (no coarsening after the screen): the largest
+  relative excess of our objective over that reference, the largest
+  differences in eps (relative) and alpha, and in the forecast learning-speed
+  shares (-dL/dn at the end, normalised over domains: what ADO acts on).
+  Skip with ``--no-accuracy``.
 
 Synthetic data: 22 domains with power-law losses in the number of sequences
 seen (batch 256), multiplicative noise, one flat domain; the batch of each step
@@ -25,6 +31,7 @@ import time
 import numpy as np
 
 from ado_ray.policies import make_policy
+from ado_ray.policies.scaling_law import fit_scaling_laws, law_objective
 
 
 def _trace(k: int, steps: int, batch: int, seed: int):
@@ -40,6 +47,46 @@ def _trace(k: int, steps: int, batch: int, seed: int):
     return prior, counts, np.where(counts > 0, loss, np.nan)
 
 
+def _coarse_vs_full(policy, steps: int) -> dict:
+    """Fit the policy's own fit series with and without coarsening; compare."""
+    series = {}
+
+    def capture(n, losses, **kwargs):
+        series.update(n=n, losses=losses, kwargs=kwargs)
+        return fit_scaling_laws(n, losses, **kwargs)
+
+    import ado_ray.policies.ado as ado_module
+
+    original = ado_module.fit_scaling_laws
+    ado_module.fit_scaling_laws = capture
+    try:
+        policy._fit(steps)
+    finally:
+        ado_module.fit_scaling_laws = original
+    n, losses, kw = series["n"], series["losses"], series["kwargs"]
+    fast = fit_scaling_laws(n, losses, **kw)
+    t0 = time.perf_counter()
+    full = fit_scaling_laws(n, losses, **kw, fit_points=10**9, max_iter=200)
+    full_s = time.perf_counter() - t0
+    bounds = kw["bounds"]
+    j_fast = law_objective(fast.log_params, n, losses, bounds=bounds)
+    j_full = law_objective(full.log_params, n, losses, bounds=bounds)
+    lf, lr = fast.laws(), full.laws()
+    n_end = float(np.max(n))
+
+    def shares(laws):  # the forecast -dL/dn at the end, normalised over domains
+        speed = np.maximum(laws[:, 2], 0.05) * laws[:, 1] * n_end ** -laws[:, 2] / n_end
+        return speed / speed.sum()
+
+    return {
+        "max_rel_objective_excess": float(np.max((j_fast - j_full) / j_full)),
+        "max_rel_eps_diff": float(np.max(np.abs(lf[:, 0] - lr[:, 0]) / lr[:, 0])),
+        "max_alpha_diff": float(np.max(np.abs(lf[:, 2] - lr[:, 2]))),
+        "max_forecast_share_diff": float(np.max(np.abs(shares(lf) - shares(lr)))),
+        "reference_fit_s": round(full_s, 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domains", type=int, default=22)
@@ -48,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--step-samples", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-accuracy", action="store_true", help="skip the coarse-vs-full check")
     args = ap.parse_args(argv)
     k, steps = args.domains, args.steps
 
@@ -62,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         ok = policy._refit(steps - 1)  # the refit observe() runs when one is due
         refit_times.append(time.perf_counter() - t0)
     assert ok, "refit produced no finite law"
+    accuracy = None if args.no_accuracy else _coarse_vs_full(policy, steps)
 
     # Per-step cost after the first fit (authors' defaults, no refit while timing).
     policy = make_policy("ado", k, prior=prior, update_interval=10**9)
@@ -92,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         "step_samples": samples,
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "coarse_vs_full": accuracy,
         "python": platform.python_version(),
         "numpy": np.__version__,
     }

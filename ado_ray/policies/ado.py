@@ -34,10 +34,11 @@ Where we differ from the authors' code (``AdoSelector`` in their release), and w
 2. **Refit schedule.** The authors refit when ``step % 1000 == 0``; we refit at
    the first fit step (see 1) and every ``update_interval`` steps after it.
 3. **Solver.** The authors run L-BFGS from all 512 grid starts on every point.
-   We screen the 512 starts on a coarse point set, optimise the best 8 (plus one
-   data-driven "flat" start) with a batched Levenberg-Marquardt/IRLS solver, and
-   polish the winner on all points (see ``scaling_law``): about 0.1 s for 22
-   domains over 60k steps on one core, where the refit runs synchronously.
+   We screen the 512 starts on a coarse point set, optimise the best 8 (plus an
+   alpha-profile start and a "flat" start) with a batched Levenberg-Marquardt /
+   IRLS solver on 128 points, and polish the winner on all points (see
+   ``scaling_law``): about 0.1 s for 22 domains over 60k steps on one core,
+   where the refit runs synchronously.
 4. **Flat series.** A flat loss series is ill-posed (any split between eps and
    a slowly decaying term fits). Among near-best fits we keep the one with the
    least reducible loss at the end of the window, so a domain that has stopped
