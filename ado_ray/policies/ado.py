@@ -76,8 +76,10 @@ Where we differ from the authors' code (``AdoSelector`` in their release), and w
     sample) so the policy can leave the prior quickly in runs that are short
     compared with their warmup. Mixtera also drops the alpha floor:
     ``alpha_floor=0``.
-13. **Warmup default** is the authors' ``start_step`` (500), not the paper's 5000;
-    given 1, the effective start is the first fit at step 1190.
+13. **Warmup default** is the authors' ``start_step`` (500), not the paper's
+    5,000. With the other defaults the weights leave the prior only after the
+    first fit at step 1190 (see 1), close to the authors' effective start (their
+    first fit at step 1000).
 """
 
 from __future__ import annotations
