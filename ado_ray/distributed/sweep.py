@@ -350,10 +350,7 @@ def run_sweep(
     study = load_study(study)
     root = storage.normalize(storage_uri or study.storage)
     results_uri = storage.join(root, study.name)
-    writer = ResultsWriter(results_uri, study.name)
-    if not resume and (
-        writer.finished_trial_ids() or storage.exists(storage.join(results_uri, "ray"))
-    ):
+    if not resume and storage.listdir(results_uri):
         raise ValueError(
             f"storage: {results_uri} already holds results of study {study.name!r}; pass --resume "
             "to continue it, or choose another --storage"
@@ -364,6 +361,7 @@ def run_sweep(
     # Plan for what the autoscaler can add, not just the nodes up now (a fresh cluster is its head).
     cap = placement.plan_capacity(resources, ray.nodes(), placement.load_autoscaler_config())
     storage.require_shared_storage(results_uri, cap.max_nodes)
+    writer = ResultsWriter(results_uri, study.name)  # the first write: everything is checked
     r = study.resources
     conc = placement.max_concurrent_trials(
         cap.total,
