@@ -66,6 +66,28 @@ def test_recovers_known_laws_batched_with_long_series():
     assert np.all(fit.n_points == n.size)
 
 
+def test_recovers_a_law_next_to_a_hinge_bound():
+    """log eps = 0.56, just above log_eps_min = 0.5: steps must not stall on the kink."""
+    n = _window()
+    loss = 1.75 + 36.5 * n**-0.25
+    e, _, a = fit_scaling_laws(n, loss).laws()[0]  # default bounds
+    assert abs(e - 1.75) <= 0.01 * 1.75 and abs(a - 0.25) <= 0.02
+
+
+def test_grid_screen_equals_the_objective():
+    from ado_ray.policies.scaling_law import _objective, _screen
+
+    rng = np.random.default_rng(1)
+    x = np.log(np.linspace(1e3, 1e6, 40))[None].repeat(3, 0)
+    y = np.log(2 + 5 * np.exp(-0.3 * x)) + rng.normal(0, 0.01, x.shape)
+    w = rng.integers(0, 2, x.shape).astype(float)
+    fast = _screen(x, y, w, LawBounds(), 1e-3)
+    rep = np.repeat(np.arange(3), 512)
+    grid = np.tile(START_GRID, (3, 1))
+    slow = _objective(grid, x[rep], y[rep], w[rep], LawBounds(), 1e-3).reshape(3, 512)
+    assert np.allclose(fast, slow, rtol=1e-12, atol=1e-12)
+
+
 def test_default_bounds_are_the_authors():
     assert LawBounds() == LawBounds(
         alpha_max=0.8, alpha_min=0.001, log_beta_max=6.5, log_eps_min=0.5

@@ -441,6 +441,7 @@ def _levenberg_marquardt(theta, x, y, w, bounds, delta, max_iter, ftol, group=No
 
 
 _PROFILE_STEP = 0.01
+_PROFILE_MAX = 2.0  # the profile's alpha range ends at min(alpha_max, 2)
 _MID_POINTS = 1024
 _MID_ITER_FACTOR = 6
 
@@ -448,13 +449,13 @@ _MID_ITER_FACTOR = 6
 def _profile_start(x, y, w, bounds, delta):
     """The best (log beta, log eps, alpha) per domain on an alpha profile, (K, 3).
 
-    For each alpha on a 0.01 grid up to ``alpha_max``, L = eps + beta n^-alpha is
+    For each alpha on a 0.01 grid up to ``alpha_max`` (at most 2), L = eps + beta n^-alpha is
     linear in (eps, beta): solve the weighted least squares in linear space with
     weights 1 / L^2 (relative errors, close to the log-space fit), clamp eps and
     beta to be positive, and keep the alpha whose exact objective is lowest.
     """
     k = x.shape[0]
-    hi = max(bounds.alpha_max, 2 * _PROFILE_STEP)
+    hi = min(max(bounds.alpha_max, 2 * _PROFILE_STEP), _PROFILE_MAX)
     alphas = np.arange(_PROFILE_STEP, hi + 1e-12, _PROFILE_STEP)
     loss = np.exp(y)
     v = w / (loss * loss)
