@@ -206,6 +206,11 @@ class AdoPolicy(MixturePolicy):
         self._d = o["delta_min"]
         self._warmup = o["warmup_steps"]
         self._interval = o["update_interval"]
+        # Rows (steps recorded) from which a fit is due: past warmup, and the window
+        # (ignore_steps onward, every subsample-th step) holds min_fit_points points.
+        self._fit_rows = max(
+            self._warmup, o["ignore_steps"] + (o["min_fit_points"] - 1) * o["subsample"] + 1
+        )
         self._unit = o["seq_len"] / 1024.0 if o["count_unit"] == "tokens_1024" else 1.0
         self._same = o["count_mode"] == "same_step_size"
         self._clip_rho = o["clip"] == "rho"
@@ -322,9 +327,10 @@ class AdoPolicy(MixturePolicy):
         self._cum_total += total
         nxt = step + 1
         # Refit when due (synchronous).
-        if nxt >= self._warmup and self._fit_points(nxt) >= self._resolved["min_fit_points"]:
-            if self._last_attempt is None or step - self._last_attempt >= self._interval:
-                self._refit(step)
+        if nxt >= self._fit_rows and (
+            self._last_attempt is None or step - self._last_attempt >= self._interval
+        ):
+            self._refit(step)
         # Weights for the next step.
         if nxt < self._warmup:
             self._pi = self._mu
@@ -415,11 +421,6 @@ class AdoPolicy(MixturePolicy):
         self._cap = cap
 
     # -- fitting -------------------------------------------------------------
-
-    def _fit_points(self, rows: int) -> int:
-        """Points in the fit window when ``rows`` steps are recorded."""
-        ig, sub = self._resolved["ignore_steps"], self._resolved["subsample"]
-        return max(0, -(-(rows - ig) // sub))
 
     def _fit(self, rows: int) -> np.ndarray | None:
         o = self._resolved
