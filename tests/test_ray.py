@@ -14,21 +14,17 @@ from ado_ray.data import load_corpus
 from ado_ray.distributed.trainer import Placement, run_trial
 from ado_ray.results import EVALS_COLUMNS, STEPS_COLUMNS, TRIALS_COLUMNS, read_results
 from ado_ray.study import load_study
+
+try:
+    from fast_ado import ADO_FAST
+except ImportError:  # tests/ imported as a package
+    from tests.fast_ado import ADO_FAST
+
 from ado_ray.train import TrainConfig
 
 pytestmark = pytest.mark.ray
 
 DATA = {"seq_len": 32, "sequences_per_domain": 300, "val_sequences_per_domain": 32, "seed": 0}
-ADO_FAST = {
-    "warmup_steps": 4,
-    "update_interval": 4,
-    "ignore_steps": 0,
-    "min_fit_points": 3,
-    "subsample": 1,
-    "smoothing": False,
-    "log_eps_min": -5.0,
-    "pibar_clock": "since_first_fit",
-}
 
 
 def _config(**kw) -> TrainConfig:
@@ -109,13 +105,23 @@ def _tiny_study(storage_uri: str) -> dict:
     study["data"]["options"] = dict(DATA)
     study["model"]["overrides"] = {"n_layer": 1, "n_embd": 32, "n_head": 2}
     study["training"].update(
-        budget={"steps": 24}, batch_size=8, eval_interval=8, checkpoint_interval=8,
-        eval_sequences=16, lr_warmup_steps=2,
+        budget={"steps": 24},
+        batch_size=8,
+        eval_interval=8,
+        checkpoint_interval=8,
+        eval_sequences=16,
+        lr_warmup_steps=2,
     )
-    study["arms"] = {"uniform": {}, "ado": {"options": ADO_FAST, "search": {
-        "gamma1": {"type": "loguniform", "low": 0.05, "high": 0.5},
-        "s": {"type": "uniform", "low": 0.0, "high": 1.0},
-    }}}
+    study["arms"] = {
+        "uniform": {},
+        "ado": {
+            "options": ADO_FAST,
+            "search": {
+                "gamma1": {"type": "loguniform", "low": 0.05, "high": 0.5},
+                "s": {"type": "uniform", "low": 0.0, "high": 1.0},
+            },
+        },
+    }
     study["seeds"] = [0, 1]
     study["search"].update(num_samples=2, top_k=1)
     study["storage"] = storage_uri

@@ -9,20 +9,15 @@ import pytest
 import torch
 
 from ado_ray.data import MixtureSampler, load_corpus
+
+try:
+    from fast_ado import ADO_FAST
+except ImportError:  # tests/ imported as a package
+    from tests.fast_ado import ADO_FAST
+
 from ado_ray.train import MixtureController, Runtime, TrainConfig, build_model, run_training
 from ado_ray.train.loop import make_local_mixture, serialise_state
 from ado_ray.train.mixture import LocalMixture
-
-ADO_FAST = {
-    "warmup_steps": 4,
-    "update_interval": 4,
-    "ignore_steps": 0,
-    "min_fit_points": 3,
-    "subsample": 1,
-    "smoothing": False,
-    "log_eps_min": -5.0,
-    "pibar_clock": "since_first_fit",
-}
 
 
 @pytest.fixture(scope="module")
