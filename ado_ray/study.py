@@ -533,7 +533,7 @@ class TrainingSpec:
     eval_sequences: int | None = 256
     eval_batch_size: int = 64
     checkpoint_interval: int = 100
-    mixture_lag: int = 1
+    mixture_lag: int = 2
     sampler: str = "multinomial"
     compile: bool = False
     precision: str = "auto"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -62,13 +63,15 @@ def cpu_figures(steps: int) -> dict:
     torch.set_num_threads(1)  # Ray workers get one thread per CPU; compare like for like
     plain = run_training(TrainConfig(**base, policy="uniform"), corpus)
     init_ray(num_cpus=2)
-    ray_uniform = run_trial(
-        TrainConfig(**base, policy="uniform"), "bench-uniform", "/tmp/ado-bench", Placement()
-    )
-    ray_ado = run_trial(
-        TrainConfig(**base, policy="ado", policy_options=ADO), "bench-ado", "/tmp/ado-bench",
-        Placement(),
-    )
+    # A fresh storage path: Ray Train restores a run found under the same name and path.
+    with tempfile.TemporaryDirectory(prefix="ado-bench-") as store:
+        ray_uniform = run_trial(
+            TrainConfig(**base, policy="uniform"), "bench-uniform", store, Placement()
+        )
+        ray_ado = run_trial(
+            TrainConfig(**base, policy="ado", policy_options=ADO), "bench-ado", store,
+            Placement(),
+        )
     ray.shutdown()
     step_ms = 1000 / steps_per_second(plain)
     return {

@@ -118,12 +118,12 @@ def create_mixture_actor(
     num_workers: int = 1,
 ) -> Any:
     """Create (or find, after a driver restart) the trial's actor."""
-    # Each worker may hold two waiting weight requests; leave threads for observations too.
+    # Each worker may hold lag + 1 waiting weight requests; leave threads for observations too.
     return MixtureActor.options(
         name=actor_name(trial_name),
         namespace=NAMESPACE,
         get_if_exists=True,
-        max_concurrency=4 * num_workers + 8,
+        max_concurrency=(lag + 3) * num_workers + 8,
     ).remote(policy, num_domains, options, lag)
 
 
@@ -131,28 +131,36 @@ class RayMixture:
     """The workers' client of the actor, with the methods of ``LocalMixture``.
 
     Every rank asks the actor for the weights of each step: they are a pure function of the
-    step, so all ranks get the same ones without a broadcast. The request for step ``t + 1`` is
-    sent as soon as step ``t`` is observed, so the round trip overlaps the next data draw.
+    step, so all ranks get the same ones without a broadcast. The weights of step ``t + lag``
+    depend only on observations up to ``t``, so they are requested as soon as step ``t`` is
+    done: with ``lag >= 2`` the answer is in hand before it is needed, and a worker waits on
+    the actor only when the actor falls behind.
     """
 
-    def __init__(self, actor: Any, rank: int = 0):
+    def __init__(self, actor: Any, rank: int = 0, lag: int = 1):
         self.actor = actor
         self.rank = rank
+        self.lag = int(lag)
         self._prefetch: dict[int, Any] = {}
 
     def weights(self, step: int) -> np.ndarray:
         ref = self._prefetch.pop(step, None)
         if ref is None:
             ref = self.actor.weights_for.remote(step)
-        self._prefetch.clear()
+        for old in [s for s in self._prefetch if s < step]:
+            del self._prefetch[old]  # a replay after a restore: those answers are not needed
         return np.asarray(ray.get(ref), dtype=np.float64)
 
     def observe(self, step: int, counts: Any, losses: Any) -> None:
         self.actor.observe.remote(int(step), np.asarray(counts), np.asarray(losses))
-        self._prefetch[step + 1] = self.actor.weights_for.remote(step + 1)
+        self.prefetch(step + 1)
 
     def prefetch(self, step: int) -> None:
-        self._prefetch.setdefault(step, self.actor.weights_for.remote(step))
+        """Request the weights of steps ``step .. step + lag - 1`` (those not yet requested):
+        called after step ``step - 1``, whose observation is all the last of them needs."""
+        for s in range(step, step + self.lag):
+            if s not in self._prefetch:
+                self._prefetch[s] = self.actor.weights_for.remote(s)
 
     def reset(self) -> None:
         ray.get(self.actor.reset.remote())

@@ -109,7 +109,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 marker.write_text(str(os.getpid()))
                 os._exit(1)
 
-    mixture = RayMixture(actor, rank)
+    mixture = RayMixture(actor, rank, lag=cfg.mixture_lag)
     trace_dir = config.get("trace_dir")
     if trace_dir:
         # Diagnostics: every rank appends (step, weights) as it uses them.

@@ -43,7 +43,7 @@ class TrainConfig:
     # mixture
     policy: str = "uniform"
     policy_options: dict[str, Any] = field(default_factory=dict)
-    mixture_lag: int = 1
+    mixture_lag: int = 2
     sampler: str = "multinomial"
     # run
     seed: int = 0
