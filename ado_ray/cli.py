@@ -18,8 +18,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     study = load_study(args.study).with_overrides(args.set or [])
     results = run_sweep(study, storage_uri=args.storage, resume=args.resume, address=args.address)
-    print(results)  # the last line: where the results are
+    _quiet_ray()
+    print(results, flush=True)  # the last line: where the results are
     return 0
+
+
+def _quiet_ray() -> None:
+    """Shut Ray down, so that no late worker or raylet log line lands after ours."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 def _format_summary(record: dict[str, Any]) -> str:
@@ -73,6 +84,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     name = f"debug-{args.arm}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     root = storage.join(storage.normalize(args.storage or study.storage), study.name, "debug")
     record = run_trial(cfg, name, root, _placement(study), corpus=corpus)
+    _quiet_ray()
     print(_format_summary(record))
     return 0
 
