@@ -582,7 +582,7 @@ class SearchSpec:
     seed: int | None = 0
     num_samples: int = 8
     enqueue_defaults: bool = True
-    search_seeds: list[int] | None = None  # None: the first of the study's seeds
+    search_seeds: list[int] | None = None  # None: one seed past the study's seeds
     top_k: int = 1
     scheduler: SchedulerSpec | None = None
 
@@ -718,8 +718,12 @@ class Study:
 
     @property
     def search_seeds(self) -> list[int]:
-        """The seeds of the search phase (``search.search_seeds``, or the first seed)."""
-        return list(self.search.search_seeds or self.seeds[:1])
+        """The seeds of the search phase: ``search.search_seeds``, or else ``max(seeds) + 1``.
+
+        The default is a seed the confirm phase does not use. The best search trial won partly
+        by luck on its seed; confirming on that same seed would carry the luck into the
+        comparison (the winner's curse), so by default the confirm seeds are all fresh."""
+        return list(self.search.search_seeds or [max(self.seeds) + 1])
 
     def to_optuna_distributions(self, prefix: str = "") -> dict[str, Any]:
         """``{prefix + name: optuna distribution}`` for the ADO search space."""

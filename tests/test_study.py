@@ -123,7 +123,7 @@ def test_defaults_and_round_trip():
     s = load_study({"name": "x", "arms": {"uniform": None}})
     assert s.training.batch_size == 16 and s.training.lr == 1e-3
     assert s.training.budget.to_dict() == {"steps": 300}
-    assert s.seeds == [0, 1, 2] and s.search_seeds == [0]
+    assert s.seeds == [0, 1, 2] and s.search_seeds == [3]  # fresh: not a confirm seed
     assert s.metric == "val_loss_balanced" and s.mode == "min"
     assert s.storage == "./ado_results"
     assert not s.has_search
@@ -457,7 +457,7 @@ def test_with_overrides():
     assert t.arms["ado"].options["gamma1"] == 0.5
     assert "gamma1" not in t.search_space()  # fixing an option takes it out of the search
     assert t.resources.workers_per_trial == 2
-    assert t.seeds == [3, 4] and t.search_seeds == [3]
+    assert t.seeds == [3, 4] and t.search_seeds == [5]
     assert t.search.scheduler.type == "asha"
     assert t.training.lr == 3e-4
     assert s.training.budget.to_dict() == {"steps": 300}  # the original is unchanged
