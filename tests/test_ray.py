@@ -11,7 +11,7 @@ import pytest
 
 from ado_ray import storage
 from ado_ray.data import load_corpus
-from ado_ray.distributed.trainer import Placement, run_trial
+from ado_ray.distributed.trainer import Placement, TrialFailed, describe_failure, run_trial
 from ado_ray.results import EVALS_COLUMNS, STEPS_COLUMNS, TRIALS_COLUMNS, read_results
 from ado_ray.study import load_study
 
@@ -70,6 +70,30 @@ def test_two_workers_share_weights_and_history_is_complete(ray_cluster, tmp_path
     assert not np.allclose(rank0[15], rank0[0])
     assert any(s["law"] is not None for s in record["steps"])
     assert [e["step"] for e in record["evals"]] == [0, 4, 8, 12, 16]
+
+
+def test_describe_failure_reaches_the_workers_own_exception():
+    from ray.exceptions import RayTaskError
+    from ray.train import ControllerError, WorkerGroupError
+
+    try:
+        raise FloatingPointError("non-finite training loss at step 3")
+    except FloatingPointError as exc:
+        inner = exc
+    wrapped = RayTaskError("train_fn", "Traceback (most recent call last): ...", inner)
+    group = WorkerGroupError("[Rank 1]\nTraceback ...", {1: wrapped, 0: wrapped})
+    assert describe_failure(group) == "FloatingPointError: non-finite training loss at step 3"
+    assert describe_failure(ControllerError(ValueError("bad\nmore"))) == "ValueError: bad"
+
+
+def test_diverged_trial_fails_with_its_own_error(ray_cluster, tmp_path):
+    # lr = 1e30 without clipping: the loss is non-finite from step 1 on.
+    cfg = _config(policy="uniform", policy_options={}, lr=1e30, grad_clip=0, lr_warmup_steps=0)
+    with pytest.raises(TrialFailed, match="FloatingPointError: non-finite training loss") as info:
+        run_trial(cfg, "diverged", str(tmp_path / "ray"), Placement(max_failures=0))
+    partial = info.value.partial  # what the actor saw before the failure is kept
+    assert partial["steps"] and partial["steps"][0]["step"] == 0
+    assert [e["step"] for e in partial["evals"]] == [0]
 
 
 def test_killed_worker_resumes_with_complete_history(ray_cluster, tmp_path):

@@ -142,6 +142,7 @@ class RayMixture:
         self.rank = rank
         self.lag = int(lag)
         self._prefetch: dict[int, Any] = {}
+        self._sent: list[Any] = []  # observe/record_eval calls not yet known to have landed
 
     def weights(self, step: int) -> np.ndarray:
         ref = self._prefetch.pop(step, None)
@@ -152,7 +153,7 @@ class RayMixture:
         return np.asarray(ray.get(ref), dtype=np.float64)
 
     def observe(self, step: int, counts: Any, losses: Any) -> None:
-        self.actor.observe.remote(int(step), np.asarray(counts), np.asarray(losses))
+        self._track(self.actor.observe.remote(int(step), np.asarray(counts), np.asarray(losses)))
         self.prefetch(step + 1)
 
     def prefetch(self, step: int) -> None:
@@ -166,16 +167,32 @@ class RayMixture:
         ray.get(self.actor.reset.remote())
 
     def record_eval(self, row: dict[str, Any]) -> None:
-        self.actor.record_eval.remote(row)
+        self._track(self.actor.record_eval.remote(row))
+
+    def _track(self, ref: Any) -> None:
+        self._sent.append(ref)
+        if len(self._sent) >= 256:  # forget the calls that have landed; keep the list short
+            _, self._sent = ray.wait(self._sent, num_returns=len(self._sent), timeout=0)
+
+    def _sync(self) -> None:
+        """Wait until every observation and evaluation sent has landed. A threaded actor runs
+        calls in any order: without this, a checkpoint's state could miss its own step, and a
+        run resumed from it would never send that step again."""
+        if self._sent:
+            ray.get(self._sent)
+            self._sent.clear()
 
     def set_summary(self, summary: dict[str, Any]) -> None:
+        self._sync()
         ray.get(self.actor.set_summary.remote(summary))
 
     def state_dict(self) -> dict[str, Any]:
+        self._sync()
         return ray.get(self.actor.state_dict.remote())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         ray.get(self.actor.load_state_dict.remote(state))
 
     def export(self) -> dict[str, Any]:
+        self._sync()
         return ray.get(self.actor.export.remote())

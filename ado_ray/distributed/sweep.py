@@ -27,7 +27,7 @@ from ado_ray import __version__, storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed import placement
 from ado_ray.distributed.runtime import init_ray
-from ado_ray.distributed.trainer import Placement, TrialFailed, run_trial
+from ado_ray.distributed.trainer import Placement, TrialFailed, describe_failure, run_trial
 from ado_ray.policies import make_policy
 from ado_ray.results import ResultsWriter, config_id, read_results
 from ado_ray.study import Study, dump_study, load_study
@@ -116,10 +116,13 @@ def _driver(config: dict[str, Any], study_dict: dict, results_uri: str, ray_stor
     except TrialFailed as exc:
         out, error = exc.partial, exc
         record.update(status="failed", error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - e.g. the actor died: no history to keep
+        out, error = {}, exc
+        record.update(status="failed", error=describe_failure(exc))
     resolved = dict(out.get("policy_options") or options)
     record.update(
         hparams=_hparams(resolved),
-        domains=out["domains"],
+        domains=out.get("domains"),
         finished_at=_now(),
         metrics={
             k: v for k, v in (out.get("summary") or {}).items() if not isinstance(v, (dict, list))
@@ -237,28 +240,40 @@ def _run_search(
 
 
 def _record_stopped(study: Study, results_uri: str, grid: Any, phase: str) -> None:
-    """Trials a scheduler stopped never reach their own results write: record them as pruned,
-    with their last reported metrics."""
+    """Record the trials that never reached their own results write: those a scheduler stopped
+    (pruned, with their last reported metrics), and those whose driver died (failed)."""
     writer = ResultsWriter(results_uri, study.name)
     done = writer.finished_trial_ids()
     for result in grid:
-        trial_id = result.path.rstrip("/").rsplit("/", 1)[-1] if result.path else None
-        name = f"{phase}-{trial_id}"
-        if trial_id is None or name in done or phase != "search":
-            continue
         cfg = result.config or {}
-        sampled = {k: cfg[k] for k in study.search_space() if k in cfg}
-        options = study.ado_options(sampled)
+        if phase == "search":
+            trial_id = result.path.rstrip("/").rsplit("/", 1)[-1] if result.path else None
+            if trial_id is None:
+                continue
+            name, arm, seed = f"search-{trial_id}", "ado", cfg.get("seed")
+            options = study.ado_options({k: cfg[k] for k in study.search_space() if k in cfg})
+        else:
+            spec = cfg.get("spec") or {}
+            if "trial_name" not in spec:
+                continue
+            name, arm, seed, options = (
+                spec["trial_name"],
+                spec["arm"],
+                spec["seed"],
+                spec["options"],
+            )
+        if name in done or (phase != "search" and result.error is None):
+            continue
         metrics = result.metrics or {}
         writer.add_trial(
             {
                 "trial_id": name,
-                "arm": "ado",
+                "arm": arm,
                 "phase": phase,
-                "seed": cfg.get("seed"),
-                "config_id": config_id("ado", _hparams(options)),
+                "seed": seed,
+                "config_id": config_id(arm, _hparams(options)),
                 "status": "failed" if result.error else "pruned",
-                "error": None if result.error is None else str(result.error),
+                "error": None if result.error is None else describe_failure(result.error),
                 "hparams": _hparams(options),
                 "metrics": {
                     k: metrics.get(k)
@@ -337,7 +352,7 @@ def _run_confirm(
         ),
         run_config=_tune_run_config(f"confirm-{attempt}", ray_storage),
     )
-    tuner.fit()
+    _record_stopped(study, results_uri, tuner.fit(), "confirm")
 
 
 def run_sweep(

@@ -190,14 +190,28 @@ def run_trial(
     record["entropy_rate"] = list(corpus.entropy_rate)
     del actor  # the driver's handle was the actor's only owner: the actor goes with it
     if failure is not None:
-        raise TrialFailed(_describe(failure), record) from failure
+        raise TrialFailed(describe_failure(failure), record) from failure
     return record
 
 
-def _describe(exc: BaseException) -> str:
-    """The root cause of a Train failure, in one line (the worker's exception when known)."""
-    cause = exc
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    text = f"{type(cause).__name__}: {cause}"
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+def describe_failure(exc: BaseException) -> str:
+    """The root cause of a Train failure, in one line: the failing worker's own exception.
+
+    Train V2 raises ``WorkerGroupError`` (the workers' exceptions in ``worker_failures``, by
+    rank) or ``ControllerError`` (``controller_failure``); a worker's exception arrives as a
+    ``RayTaskError`` whose ``cause`` is the original."""
+    cause: BaseException = exc
+    for _ in range(16):  # a chain, not a cycle; bounded anyway
+        failures = getattr(cause, "worker_failures", None)
+        if failures:
+            nxt = failures[min(failures)]
+        else:
+            nxt = getattr(cause, "controller_failure", None) or getattr(cause, "cause", None)
+        if not isinstance(nxt, BaseException):
+            nxt = cause.__cause__
+        if nxt is None or nxt is cause:
+            break
+        cause = nxt
+    text = str(cause).strip()
+    head = text.splitlines()[0] if text else ""
+    return f"{type(cause).__name__}: {head}" if head else type(cause).__name__
