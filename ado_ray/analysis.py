@@ -189,7 +189,8 @@ def main_table(
     """One row per (arm, config_id) of the completed trials of ``phase`` (``confirm``; if it has
     none, the search phase; ``None``: all phases).
 
-    Columns: ``label``, ``arm``, ``config_id``, ``hparams`` (text), ``n_seeds``, ``seeds``; for
+    Columns: ``label``, ``arm``, ``config_id``, ``hparams`` (text), ``n_seeds`` (completed),
+    ``n_failed`` (failed or stopped trials of the config in the phase), ``seeds``; for
     each metric ``<m>_mean`` and ``<m>_ci95`` (half-width of the 95% t-interval over seeds,
     NaN with one seed); per domain ``val_loss__<domain>_mean`` / ``_ci95`` (final evaluation);
     for each paired metric, against the baseline arm paired by seed: ``diff_<m>_mean``,
@@ -240,19 +241,41 @@ def main_table(
     else:
         notes.append(f"no completed {baseline!r} trials in this phase: no paired differences")
 
+    failed = res.trials[res.trials["status"] != "completed"] if not res.trials.empty else None
+    if failed is not None and used_phase is not None:
+        failed = failed[failed["phase"] == used_phase]
+
+    def summarise(values: np.ndarray, what: str, label: str) -> tuple[float, float, int]:
+        # A non-finite value is a diverged seed: dropping it would flatter the arm, so the
+        # whole cell becomes n/a instead.
+        if values.size and not np.isfinite(values).all():
+            notes.append(f"{label}: {what} is not finite on some seed; shown as n/a")
+            return math.nan, math.nan, int(values.size)
+        return mean_ci(values, confidence)
+
     out_rows = []
     for arm, cid, rows in groups:
         seeds = per_seed(rows)
+        label = labels.get(cid, f"{arm}#{cid[:6]}")
+        n_failed = 0
+        if failed is not None and not failed.empty:
+            n_failed = int(((failed["arm"] == arm) & (failed["config_id"] == cid)).sum())
         row: dict[str, Any] = {
-            "label": labels.get(cid, f"{arm}#{cid[:6]}"),
+            "label": label,
             "arm": arm,
             "config_id": cid,
             "hparams": _hp_text(hparams_of(rows, cid)),
             "n_seeds": int(len(seeds)),
+            "n_failed": n_failed,
             "seeds": ",".join(str(int(s)) for s in seeds.index if _notnull(s)),
         }
+        if n_failed:
+            notes.append(
+                f"{label}: {n_failed} trial(s) failed or were stopped; the statistics use the "
+                f"{len(seeds)} completed seed(s) only"
+            )
         for m in [*metrics, *[f"val_loss__{d}" for d in domains]]:
-            mean, half, _ = mean_ci(seeds[m].to_numpy(), confidence)
+            mean, half, _ = summarise(seeds[m].to_numpy(dtype=np.float64), m, label)
             row[f"{m}_mean"], row[f"{m}_ci95"] = mean, half
         for m in paired:
             key = f"diff_{m}"
@@ -261,8 +284,8 @@ def main_table(
             else:
                 base = base_seeds[[m]].rename(columns={m: "_base"})
                 joined = seeds[[m]].join(base, how="inner")
-                diff = (joined[m] - joined["_base"]).to_numpy()
-            mean, half, n = mean_ci(diff, confidence)
+                diff = (joined[m] - joined["_base"]).to_numpy(dtype=np.float64)
+            mean, half, n = summarise(diff, f"Δ{m} vs {baseline}", label)
             row[f"{key}_mean"], row[f"{key}_ci95"] = mean, half
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = mean - half, mean + half
             row[f"{key}_n_pairs"] = n
@@ -271,7 +294,7 @@ def main_table(
             )
         out_rows.append(row)
 
-    columns = ["label", "arm", "config_id", "hparams", "n_seeds", "seeds"]
+    columns = ["label", "arm", "config_id", "hparams", "n_seeds", "n_failed", "seeds"]
     for m in [*metrics, *[f"val_loss__{d}" for d in domains]]:
         columns += [f"{m}_mean", f"{m}_ci95"]
     for m in paired:
@@ -338,6 +361,8 @@ def display_frame(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
                     text += f" [{_fmt_num(r[parts['ci_low']], digits)}, {_fmt_num(r[parts['ci_high']], digits)}]"
                 if verdict_text:
                     text += f" {verdict_text}"
+                if parts["n_pairs"] in df.columns and _notnull(r[parts["n_pairs"]]):
+                    text += f" (n={int(r[parts['n_pairs']])})"  # seeds both arms completed
                 cells.append(text)
             out[f"Δ{m} vs {baseline}"] = cells
             handled |= {col, *[c for c in parts.values() if c in df.columns]}
@@ -485,6 +510,11 @@ def _param_value(dist: Any, value: Any) -> Any:
     return value
 
 
+# Below this many trials, PED-ANOVA's ranking often puts a knob with no effect first (checked
+# on synthetic searches where only gamma1 mattered: wrong at 10 trials in 7 of 20 runs).
+FEW_TRIALS_FOR_IMPORTANCES = 30
+
+
 def hp_importances(
     results: Results | str,
     metric: str = "val_loss_balanced",
@@ -536,10 +566,15 @@ def hp_importances(
     except Exception as exc:  # an evaluator's missing optional dependency, degenerate data...
         return None, f"optuna could not compute importances ({type(exc).__name__}: {exc})"
     imp = {str(k): float(v) for k, v in sorted(imp.items(), key=lambda kv: -kv[1])}
-    return (
-        imp,
-        f"{name} over {n} completed {arm} trials of phase {phase!r}, target {metric} ({direction})",
+    msg = (
+        f"{name} over {n} completed {arm} trials of phase {phase!r}, target {metric} ({direction})"
     )
+    if n < FEW_TRIALS_FOR_IMPORTANCES:
+        msg += (
+            f". With fewer than {FEW_TRIALS_FOR_IMPORTANCES} trials the ranking is noisy: read it "
+            "as a hint, not a finding"
+        )
+    return imp, msg + "; failed and pruned trials are not counted"
 
 
 # --------------------------------------------------------------------------------------------
@@ -724,7 +759,8 @@ def _render_report(
     intro = (
         f"Phase **{phase}**, completed trials only. Mean ± half-width of the 95% t-interval over "
         f"seeds (n/a with one seed). Δ = arm − {baseline}, paired by seed, with its 95% t-interval; "
-        "'better' when the interval lies below 0 (lower loss)."
+        "'better' when the interval lies below 0 (lower loss); n = the seeds paired. "
+        "The intervals are not corrected for comparing several ADO configurations."
     )
     agg, dom, cfg = _split_table(table)
     summary = _trial_summary(res.trials)

@@ -112,6 +112,34 @@ def test_one_seed_has_no_interval(res):
     assert A.mean_ci([2.0]) == (2.0, pytest.approx(float("nan"), nan_ok=True), 1)
 
 
+def test_a_diverged_or_failed_seed_is_never_dropped_silently(tmp_path):
+    uri = str(tmp_path / "diverged")
+    w = ResultsWriter(uri, "s")
+    for seed in (0, 1, 2):
+        w.add_trial(*fx.make_trial("uniform", "confirm", seed, None))
+        rec, steps, evals = fx.make_trial("ado", "confirm", seed, fx.ADO_A)
+        if seed == 2:
+            rec["metrics"]["val_loss_balanced"] = math.inf  # this seed diverged at eval
+        w.add_trial(rec, steps, evals)
+    w.add_trial(*fx.make_trial("natural", "confirm", 0, None))
+    w.add_trial(*fx.make_trial("natural", "confirm", 1, None, fail=True))
+    w.merge()
+    table = A.main_table(uri)
+    t = table.set_index("arm")
+    # Dropping the infinite seed would report ADO's two good seeds as its result.
+    assert math.isnan(t.loc["ado", "val_loss_balanced_mean"])
+    assert t.loc["ado", "diff_val_loss_balanced_verdict"] == "n/a"
+    assert math.isfinite(t.loc["ado", "val_loss_natural_mean"])  # other metrics stand
+    assert t.loc["ado", "diff_val_loss_natural_n_pairs"] == 3
+    assert t.loc["natural", "n_seeds"] == 1 and t.loc["natural", "n_failed"] == 1
+    assert t.loc["uniform", "n_failed"] == 0
+    notes = " ".join(table.attrs["notes"])
+    assert "val_loss_balanced is not finite" in notes
+    assert "natural: 1 trial(s) failed" in notes
+    text = A.format_table(table, "markdown")
+    assert "(n=3)" in text and "(n=1)" in text  # the pairs behind each difference
+
+
 def test_phase_fallback(tmp_path):
     uri = str(tmp_path / "only-search")
     w = ResultsWriter(uri, "s")
@@ -128,7 +156,7 @@ def test_format_markdown(table):
     text = A.format_table(table, "markdown")
     lines = text.strip().splitlines()
     assert len(lines) == 2 + len(table)
-    assert lines[0].startswith("| label | n_seeds | val_loss_balanced |")
+    assert lines[0].startswith("| label | n_seeds | n_failed | val_loss_balanced |")
     assert "Δval_loss_balanced vs uniform" in lines[0]
     assert "better" in lines[-1] and "(baseline)" in lines[2]
     assert all(line.count("|") == lines[0].count("|") for line in lines)
@@ -157,6 +185,7 @@ def test_importances(res):
     assert set(imp) <= {"gamma1", "delta_min", "refit_every", "use_prior"} and imp
     assert sum(imp.values()) == pytest.approx(1.0)
     assert "4 completed ado trials" in msg
+    assert "noisy" in msg and "not counted" in msg  # 4 trials: a hint, and survivors only
     space = A.search_space(res)
     assert type(space.distributions["hp_refit_every"]).__name__ == "IntDistribution"
     assert type(space.distributions["hp_use_prior"]).__name__ == "CategoricalDistribution"
