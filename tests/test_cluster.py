@@ -454,3 +454,12 @@ def test_local_storage_is_refused_on_a_multi_node_cluster(monkeypatch):
         require_shared_storage("file:///mnt/nfs/ado-ray", num_nodes=2)
     monkeypatch.setenv("ADO_RAY_SHARED_FS", "1")
     require_shared_storage("file:///mnt/nfs/ado-ray", num_nodes=2)
+
+
+def test_a_cluster_without_driver_slots_is_refused():
+    from ado_ray.distributed.placement import require_driver_resource
+
+    require_driver_resource({"CPU": 2.0, DRIVER_RESOURCE: 2.0})
+    for total in ({"CPU": 64.0, "GPU": 8.0}, {"CPU": 4.0, DRIVER_RESOURCE: 0.5}):
+        with pytest.raises(ValueError, match=f"no '{DRIVER_RESOURCE}' resource"):
+            require_driver_resource(total)

@@ -142,6 +142,20 @@ def _check_single_worker_fits(
     )
 
 
+def require_driver_resource(
+    cluster_resources: Mapping[str, Any], driver_resource: str = DRIVER_RESOURCE
+) -> None:
+    """Every trial driver asks for one unit of ``driver_resource``: a cluster that advertises
+    none would leave every trial pending for ever, so say so before any trial starts."""
+    if float(cluster_resources.get(driver_resource, 0.0)) < 1.0:
+        raise ValueError(
+            f"the Ray cluster advertises no {driver_resource!r} resource, which every trial "
+            f"driver asks for (found {cluster_resources.get(driver_resource, 0)!r}). Give the "
+            f"node that should host the drivers resources: {{{driver_resource}: N}} (cluster.yaml's "
+            f"head node type, or `ray start --head --resources='{{\"{driver_resource}\": 8}}'`)"
+        )
+
+
 def max_concurrent_trials(
     cluster_resources: Mapping[str, Any],
     workers_per_trial: int,

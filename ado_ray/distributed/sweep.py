@@ -29,7 +29,7 @@ from ado_ray.distributed import placement
 from ado_ray.distributed.runtime import init_ray
 from ado_ray.distributed.trainer import Placement, TrialFailed, describe_failure, run_trial
 from ado_ray.policies import make_policy
-from ado_ray.results import ResultsWriter, config_id, read_results
+from ado_ray.results import STUDY_FILE, ResultsWriter, config_id, read_results
 from ado_ray.study import Study, dump_study, load_study
 from ado_ray.train.config import TrainConfig
 from ado_ray.train.loop import policy_options_for
@@ -355,6 +355,42 @@ def _run_confirm(
     _record_stopped(study, results_uri, tuner.fit(), "confirm")
 
 
+# What a resumed study may change: where it runs, not what it measures.
+RESUMABLE_CHANGES = ("storage", "resources")
+
+
+def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def check_resume_matches(study: Study, results_uri: str) -> None:
+    """``--resume`` must continue the same study: finished trials are kept by name, so a
+    changed budget, data or search space would mix two studies in one table."""
+    stored_uri = storage.join(results_uri, STUDY_FILE)
+    if not storage.exists(stored_uri):
+        return  # interrupted before anything was written: nothing to mix
+    import yaml
+
+    stored = load_study(yaml.safe_load(storage.read_text(stored_uri))).to_dict()
+    current = study.to_dict()
+    for key in RESUMABLE_CHANGES:
+        stored.pop(key, None)
+        current.pop(key, None)
+    changed = _changed_paths(stored, current)
+    if changed:
+        shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
+        raise ValueError(
+            f"--resume: the study differs from the one stored at {stored_uri} in {shown}; "
+            f"only {' and '.join(RESUMABLE_CHANGES)} may change on resume. Resume with the "
+            "stored study file, or start a new study under another name or --storage"
+        )
+
+
 def run_sweep(
     study: Study | str,
     storage_uri: str | None = None,
@@ -370,11 +406,14 @@ def run_sweep(
             f"storage: {results_uri} already holds results of study {study.name!r}; pass --resume "
             "to continue it, or choose another --storage"
         )
+    if resume:
+        check_resume_matches(study, results_uri)
     corpus = load_corpus(study.data.source, **study.data.options)
     steps = validate_before_compute(study, corpus)
     resources = init_ray(address)
     # Plan for what the autoscaler can add, not just the nodes up now (a fresh cluster is its head).
     cap = placement.plan_capacity(resources, ray.nodes(), placement.load_autoscaler_config())
+    placement.require_driver_resource(cap.total)
     storage.require_shared_storage(results_uri, cap.max_nodes)
     writer = ResultsWriter(results_uri, study.name)  # the first write: everything is checked
     r = study.resources
