@@ -86,14 +86,24 @@ def test_describe_failure_reaches_the_workers_own_exception():
     assert describe_failure(ControllerError(ValueError("bad\nmore"))) == "ValueError: bad"
 
 
-def test_diverged_trial_fails_with_its_own_error(ray_cluster, tmp_path):
+def test_diverged_trial_fails_with_its_own_error_and_no_retry(ray_cluster, tmp_path):
     # lr = 1e30 without clipping: the loss is non-finite from step 1 on.
     cfg = _config(policy="uniform", policy_options={}, lr=1e30, grad_clip=0, lr_warmup_steps=0)
     with pytest.raises(TrialFailed, match="FloatingPointError: non-finite training loss") as info:
-        run_trial(cfg, "diverged", str(tmp_path / "ray"), Placement(max_failures=0))
+        run_trial(
+            cfg,
+            "diverged",
+            str(tmp_path / "ray"),
+            Placement(max_failures=1),
+            trace_dir=str(tmp_path),
+        )
     partial = info.value.partial  # what the actor saw before the failure is kept
-    assert partial["steps"] and partial["steps"][0]["step"] == 0
+    assert [s["step"] for s in partial["steps"]] == [0]
     assert [e["step"] for e in partial["evals"]] == [0]
+    assert "diverged" not in partial["summary"]
+    # A NaN is deterministic: the retry that max_failures=1 allows is not spent on it.
+    assert sorted(_read_trace(tmp_path / "rank0.jsonl")) == [0, 1]
+    assert len((tmp_path / "rank0.jsonl").read_text().splitlines()) == 2
 
 
 def test_killed_worker_resumes_with_complete_history(ray_cluster, tmp_path):

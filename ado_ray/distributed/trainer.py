@@ -40,6 +40,9 @@ class TrialFailed(RuntimeError):
         self.partial = partial
 
 
+DIVERGED = "diverged"  # the summary key a worker sets when the loss went non-finite
+
+
 @dataclass
 class Placement:
     """The worker group of one trial."""
@@ -114,20 +117,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if trace_dir:
         # Diagnostics: every rank appends (step, weights) as it uses them.
         mixture = _TracedMixture(mixture, Path(trace_dir) / f"rank{rank}.jsonl")
-    prepare = ray.train.torch.prepare_model if world > 1 else None
-    run_training(
-        cfg,
-        mixture=mixture,
-        runtime=Runtime(
-            rank=rank,
-            world_size=world,
-            device=ray.train.torch.get_device(),
-            prepare_model=prepare,
-            report=report,
-            resume_state=state,
-            on_step=on_step,
-        ),
+    runtime = Runtime(
+        rank=rank,
+        world_size=world,
+        device=ray.train.torch.get_device(),
+        prepare_model=ray.train.torch.prepare_model if world > 1 else None,
+        report=report,
+        resume_state=state,
+        on_step=on_step,
     )
+    try:
+        run_training(cfg, mixture=mixture, runtime=runtime)
+    except FloatingPointError as exc:
+        # Divergence is deterministic: a retry from the last checkpoint would replay the same
+        # steps into the same NaN. End the run cleanly (every rank sees the all-reduced NaN at
+        # the same step) and let the driver record the trial as failed.
+        if rank == 0:
+            mixture.set_summary({DIVERGED: f"{type(exc).__name__}: {exc}"})
 
 
 def run_trial(
@@ -191,6 +197,9 @@ def run_trial(
     del actor  # the driver's handle was the actor's only owner: the actor goes with it
     if failure is not None:
         raise TrialFailed(describe_failure(failure), record) from failure
+    diverged = (record.get("summary") or {}).pop(DIVERGED, None)
+    if diverged is not None:
+        raise TrialFailed(diverged, record)
     return record
 
 
