@@ -225,6 +225,8 @@ def run_training(
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)  # dropout draws on the GPU
         if rt.rank == 0 and state.get("mixture") is not None:
             mixture.load_state_dict(state["mixture"])
         start, tokens_seen = int(state["step"]) + 1, int(state["tokens_seen"])
@@ -280,6 +282,7 @@ def run_training(
                 "scheduler": scheduler.state_dict(),
                 "sampler": sampler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "mixture": mixture.state_dict(),
                 "config": cfg.to_dict(),
             }
