@@ -75,7 +75,9 @@ class MixtureService:
             )
             if not ok:
                 raise TimeoutError(
-                    f"no observation for step {step - self.ctl.lag} arrived in {WAIT_TIMEOUT_S} s"
+                    f"the weights of step {step} need observations up to step "
+                    f"{step - self.ctl.lag}, but none after step {self.ctl.last_received} "
+                    f"arrived in {WAIT_TIMEOUT_S} s"
                 )
             return self.ctl.weights_for(step)
 
