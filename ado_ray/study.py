@@ -1179,7 +1179,17 @@ def _check_search(c: _Checker, raw: Any) -> SearchSpec | None:
         "scheduler": None,
     }
     if d.get("search_seeds") is not None:
-        v["search_seeds"] = c.seed_list(d["search_seeds"], p + "search_seeds")
+        seeds = c.seed_list(d["search_seeds"], p + "search_seeds")
+        if seeds is not _BAD and len(seeds) > 1:
+            # Each search trial is one training run; averaging a sample over seeds is not
+            # built, and silently using the first seed would mislead. Seeds are replicated in
+            # the confirm phase.
+            seeds = c.fail(
+                p + "search_seeds",
+                seeds,
+                "a list of exactly one seed (repeat seeds in `seeds`, the confirm phase)",
+            )
+        v["search_seeds"] = seeds
     if d.get("scheduler") is not None:
         sd = c.mapping(d["scheduler"], p + "scheduler", _SCHEDULER_KEYS, required=("type",))
         if sd is _BAD:

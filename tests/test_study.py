@@ -136,7 +136,7 @@ def test_round_trip_full(tmp_path: Path):
     d = minimal()
     d["arms"]["fixed"] = {"weights": [0.5, 0.25, 0.25]}
     d["arms"]["natural"] = {"options": {"prior": [1, 2, 3]}}
-    d["search"] = {"scheduler": {"type": "asha"}, "search_seeds": [7, 8], "num_samples": 4}
+    d["search"] = {"scheduler": {"type": "asha"}, "search_seeds": [7], "num_samples": 4}
     d["training"]["lr_warmup_fraction"] = 0.1
     d["training"]["lr_warmup_steps"] = None
     d["model"] = {"overrides": {"n_layer": 3, "dropout": 0.1}}
@@ -232,6 +232,7 @@ BAD = [
     ("search.top_k", 0, "search.top_k"),
     ("search.top_k", 9, "search.top_k"),  # more than num_samples (8)
     ("search.search_seeds", [], "search.search_seeds"),
+    ("search.search_seeds", [7, 8], "exactly one seed"),
     ("search.scheduler", {"type": "pbt"}, "search.scheduler.type"),
     ("search.scheduler", {"type": "asha", "reduction_factor": 1}, "reduction_factor"),
     ("resources.workers_per_trial", 0, "resources.workers_per_trial"),
