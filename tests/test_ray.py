@@ -86,6 +86,31 @@ def test_describe_failure_reaches_the_workers_own_exception():
     assert describe_failure(ControllerError(ValueError("bad\nmore"))) == "ValueError: bad"
 
 
+def test_history_from_checkpoint_reads_the_newest_complete_one(tmp_path):
+    import torch
+
+    from ado_ray.distributed.trainer import MIXTURE_FILE, history_from_checkpoint
+    from ado_ray.policies import make_policy
+    from ado_ray.train import MixtureController
+
+    assert history_from_checkpoint(str(tmp_path), "t") is None  # never checkpointed
+    ctl = MixtureController(make_policy("uniform", 2), lag=1)
+    root = tmp_path / "train-t"
+    for step, name in (
+        (0, "checkpoint_2026-01-01_00-00-01"),
+        (1, "checkpoint_2026-01-01_00-00-02"),
+    ):
+        ctl.observe(step, [3, 1], [2.0, 1.5])
+        ctl.record_eval({"step": step + 1, "val_loss": [2.0, 1.0]})
+        (root / name).mkdir(parents=True)
+        torch.save(ctl.state_dict(), root / name / MIXTURE_FILE)
+    (root / "checkpoint_2026-01-01_00-00-03").mkdir()  # cut off before its files landed
+    saved = history_from_checkpoint(str(tmp_path), "t")
+    assert [s["step"] for s in saved["steps"]] == [0, 1]
+    assert saved["steps"][1]["counts"] == [3, 1] and saved["steps"][1]["weights"] == [0.5, 0.5]
+    assert [e["step"] for e in saved["evals"]] == [1, 2]
+
+
 def test_diverged_trial_fails_with_its_own_error_and_no_retry(ray_cluster, tmp_path):
     # lr = 1e30 without clipping: the loss is non-finite from step 1 on.
     cfg = _config(policy="uniform", policy_options={}, lr=1e30, grad_clip=0, lr_warmup_steps=0)

@@ -17,7 +17,7 @@ except ImportError:  # tests/ imported as a package
 
 from ado_ray.train import MixtureController, Runtime, TrainConfig, build_model, run_training
 from ado_ray.train.loop import make_local_mixture, serialise_state
-from ado_ray.train.mixture import LocalMixture
+from ado_ray.train.mixture import LocalMixture, history_from_state
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,22 @@ def test_resume_continues_exactly(corpus, lag):
     same_history(resumed["steps"], full["steps"])
     assert [e["val_loss"] for e in resumed["evals"]] == [e["val_loss"] for e in full["evals"]]
     assert resumed["summary"]["tokens_seen"] == full["summary"]["tokens_seen"]
+
+
+def test_history_from_a_checkpoint_is_the_run_up_to_it(corpus):
+    # A trial stopped from outside (an ASHA prune) is recorded from its last checkpoint.
+    cfg = config(policy="ado", policy_options=ADO_FAST)
+    states = []
+
+    def keep(metrics, state):
+        if state is not None:
+            states.append(serialise_state(state))
+
+    full = run_training(cfg, corpus, runtime=Runtime(report=keep))
+    saved = history_from_state(states[1]["mixture"])  # the checkpoint after step 7
+    same_history(saved["steps"], full["steps"][:8])
+    assert [e["step"] for e in saved["evals"]] == [0, 4, 8]
+    assert [e["val_loss"] for e in saved["evals"]] == [e["val_loss"] for e in full["evals"][:3]]
 
 
 def test_weights_follow_the_lag():

@@ -15,6 +15,7 @@ resource and no CPU, so on a 2-CPU laptop trials queue for worker CPUs instead o
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import math
 from typing import Any
@@ -27,9 +28,15 @@ from ado_ray import __version__, storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed import placement
 from ado_ray.distributed.runtime import init_ray
-from ado_ray.distributed.trainer import Placement, TrialFailed, describe_failure, run_trial
+from ado_ray.distributed.trainer import (
+    Placement,
+    TrialFailed,
+    describe_failure,
+    history_from_checkpoint,
+    run_trial,
+)
 from ado_ray.policies import make_policy
-from ado_ray.results import STUDY_FILE, ResultsWriter, config_id, read_results
+from ado_ray.results import META_FILE, STUDY_FILE, ResultsWriter, config_id, read_results
 from ado_ray.study import Study, dump_study, load_study
 from ado_ray.train.config import TrainConfig
 from ado_ray.train.loop import policy_options_for
@@ -235,15 +242,21 @@ def _run_search(
             run_config=_tune_run_config("search", ray_storage),
         )
     grid = tuner.fit()
-    _record_stopped(study, results_uri, grid, "search")
+    _record_stopped(study, results_uri, ray_storage, grid, "search")
     storage.write_text_atomic(storage.join(results_uri, SEARCH_DONE), "{}\n")
 
 
-def _record_stopped(study: Study, results_uri: str, grid: Any, phase: str) -> None:
+def _record_stopped(
+    study: Study, results_uri: str, ray_storage: str, grid: Any, phase: str
+) -> None:
     """Record the trials that never reached their own results write: those a scheduler stopped
-    (pruned, with their last reported metrics), and those whose driver died (failed)."""
+    (pruned, with their last reported metrics), and those whose driver died (failed). Their
+    history is what their last checkpoint holds."""
     writer = ResultsWriter(results_uri, study.name)
     done = writer.finished_trial_ids()
+    meta_uri = storage.join(results_uri, META_FILE)
+    meta = json.loads(storage.read_text(meta_uri)) if storage.exists(meta_uri) else {}
+    domains = meta.get("domains")
     for result in grid:
         cfg = result.config or {}
         if phase == "search":
@@ -265,6 +278,8 @@ def _record_stopped(study: Study, results_uri: str, grid: Any, phase: str) -> No
         if name in done or (phase != "search" and result.error is None):
             continue
         metrics = result.metrics or {}
+        saved = history_from_checkpoint(ray_storage, name) if domains else None
+        saved = saved or {}
         writer.add_trial(
             {
                 "trial_id": name,
@@ -285,9 +300,10 @@ def _record_stopped(study: Study, results_uri: str, grid: Any, phase: str) -> No
                     )
                     if k in metrics
                 },
+                "domains": domains,
             },
-            None,
-            None,
+            saved.get("steps"),
+            saved.get("evals"),
         )
 
 
@@ -352,7 +368,7 @@ def _run_confirm(
         ),
         run_config=_tune_run_config(f"confirm-{attempt}", ray_storage),
     )
-    _record_stopped(study, results_uri, tuner.fit(), "confirm")
+    _record_stopped(study, results_uri, ray_storage, tuner.fit(), "confirm")
 
 
 # What a resumed study may change: where it runs, not what it measures.

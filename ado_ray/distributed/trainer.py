@@ -9,6 +9,7 @@ restore they resume from the last checkpoint with the weights and batches they w
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -27,9 +28,11 @@ from ado_ray.data import load_corpus
 from ado_ray.distributed.actor import NAMESPACE, RayMixture, actor_name, create_mixture_actor
 from ado_ray.train.config import TrainConfig
 from ado_ray.train.loop import Runtime, policy_options_for, run_training
+from ado_ray.train.mixture import history_from_state
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
+MIXTURE_FILE = "mixture.pt"
 
 
 class TrialFailed(RuntimeError):
@@ -99,6 +102,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             return
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(ckpt_state, Path(tmp) / STATE_FILE)
+            # The history alone as well: small, for reading a stopped trial's record.
+            torch.save(ckpt_state.get("mixture"), Path(tmp) / MIXTURE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     on_step = None
@@ -224,3 +229,19 @@ def describe_failure(exc: BaseException) -> str:
     text = str(cause).strip()
     head = text.splitlines()[0] if text else ""
     return f"{type(cause).__name__}: {head}" if head else type(cause).__name__
+
+
+def history_from_checkpoint(storage_path: str, trial_name: str) -> dict[str, Any] | None:
+    """The history (``steps``, ``evals``, ``summary``) saved in a trial's last Train checkpoint,
+    or None without one. For trials stopped from outside (an ASHA prune stops the driver, and
+    the actor that held the live history goes with it)."""
+    root = storage.join(storage.normalize(storage_path), f"train-{trial_name}")
+    if not storage.exists(root):
+        return None
+    names = sorted(n for n in storage.listdir(root) if n.startswith("checkpoint_"))
+    for name in reversed(names):  # the newest first; one cut off mid-write has no state file
+        uri = storage.join(root, name, MIXTURE_FILE)
+        if storage.exists(uri):
+            mixture = torch.load(io.BytesIO(storage.read_bytes(uri)), weights_only=False)
+            return None if mixture is None else history_from_state(mixture)
+    return None

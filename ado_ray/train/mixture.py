@@ -118,17 +118,7 @@ class MixtureController:
     def history(self) -> list[dict[str, Any]]:
         """Per applied step: step, weights used, counts, train_loss (NaN where count 0), law."""
         self.process()
-        h = self._hist
-        return [
-            {
-                "step": int(step),
-                "weights": h["weights"][i].tolist(),
-                "counts": h["counts"][i].astype(np.int64).tolist(),
-                "train_loss": h["train_loss"][i].tolist(),
-                "law": self._laws[step].tolist() if step in self._laws else None,
-            }
-            for i, step in enumerate(h["step"])
-        ]
+        return _history_rows(self._hist, self._laws)
 
     def export(self) -> dict[str, Any]:
         """Everything the results need: history, evaluations, summary, resolved options."""
@@ -178,6 +168,31 @@ class MixtureController:
         self._laws = {int(k): np.array(v) for k, v in state["laws"].items()}
         self.evals = [dict(e) for e in state["evals"]]
         self.summary = dict(state["summary"])
+
+
+def _history_rows(hist: dict[str, Any], laws: dict[int, np.ndarray]) -> list[dict[str, Any]]:
+    return [
+        {
+            "step": int(step),
+            "weights": np.asarray(hist["weights"][i], dtype=np.float64).tolist(),
+            "counts": np.asarray(hist["counts"][i]).astype(np.int64).tolist(),
+            "train_loss": np.asarray(hist["train_loss"][i], dtype=np.float64).tolist(),
+            "law": np.asarray(laws[int(step)]).tolist() if int(step) in laws else None,
+        }
+        for i, step in enumerate(hist["step"])
+    ]
+
+
+def history_from_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The ``steps``, ``evals`` and ``summary`` of :meth:`MixtureController.export`, read from a
+    saved :meth:`~MixtureController.state_dict` alone (no policy needed): the history of a trial
+    that was stopped before it could export, up to its last checkpoint."""
+    laws = {int(k): np.asarray(v) for k, v in state["laws"].items()}
+    return {
+        "steps": _history_rows(state["hist"], laws),
+        "evals": sorted((dict(e) for e in state["evals"]), key=lambda e: e["step"]),
+        "summary": dict(state["summary"]),
+    }
 
 
 class LocalMixture:
