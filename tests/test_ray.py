@@ -111,6 +111,66 @@ def test_history_from_checkpoint_reads_the_newest_complete_one(tmp_path):
     assert [e["step"] for e in saved["evals"]] == [1, 2]
 
 
+def test_stopped_trials_are_recorded_with_their_checkpointed_history(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from ado_ray.distributed.sweep import _record_stopped
+    from ado_ray.distributed.trainer import MIXTURE_FILE
+    from ado_ray.policies import make_policy
+    from ado_ray.results import ResultsWriter
+    from ado_ray.train import MixtureController
+
+    uri = str(tmp_path / "tiny")
+    ray_storage = str(tmp_path / "tiny" / "ray")
+    study = load_study(_tiny_study(str(tmp_path)))
+    writer = ResultsWriter(uri, "tiny")
+    writer.write_meta("name: tiny\n", "0", extra={"domains": ["a", "b"]})
+    # An ASHA-pruned search trial with one checkpoint, and one stopped before any.
+    ctl = MixtureController(make_policy("uniform", 2), lag=1)
+    for step in range(3):
+        ctl.observe(step, [4, 4], [2.0, 1.0])
+    ctl.record_eval({"step": 3, "tokens_seen": 96, "val_loss": [1.9, 0.9], "entropy_rate": None})
+    ckpt = Path(ray_storage) / "train-search-aaa" / "checkpoint_2026-01-01_00-00-00"
+    ckpt.mkdir(parents=True)
+    torch.save(ctl.state_dict(), ckpt / MIXTURE_FILE)
+    sampled = {"gamma1": 0.2, "s": 0.3, "seed": 5, "phase": "search", "arm": "ado"}
+    grid = [
+        SimpleNamespace(
+            path=f"{ray_storage}/search/aaa",
+            config=sampled,
+            error=None,
+            metrics={"val_loss_balanced": 1.4, "eval_round": 1},
+        ),
+        SimpleNamespace(path=f"{ray_storage}/search/bbb", config=sampled, error=None, metrics={}),
+    ]
+    _record_stopped(study, uri, ray_storage, grid, "search")
+    # A confirm trial whose driver died (no record of its own), and one that finished.
+    spec = {"trial_name": "confirm-uniform-x-s0", "arm": "uniform", "seed": 0, "options": {}}
+    done = {**spec, "trial_name": "confirm-uniform-x-s1", "seed": 1}
+    grid = [
+        SimpleNamespace(
+            path=None, config={"spec": spec}, error=RuntimeError("node lost"), metrics={}
+        ),
+        SimpleNamespace(path=None, config={"spec": done}, error=None, metrics={}),
+    ]
+    _record_stopped(study, uri, ray_storage, grid, "confirm")
+    writer.merge()
+
+    res = read_results(uri)
+    trials = res.trials.set_index("trial_id")
+    assert sorted(trials.index) == ["confirm-uniform-x-s0", "search-aaa", "search-bbb"]
+    assert trials.loc["search-aaa", "status"] == "pruned"
+    assert trials.loc["search-aaa", "val_loss_balanced"] == 1.4
+    assert trials.loc["search-aaa", "hp_gamma1"] == 0.2 and trials.loc["search-aaa", "seed"] == 5
+    assert list(res.steps_for(["search-aaa"]).step.unique()) == [0, 1, 2]
+    assert list(res.evals[res.evals.trial_id == "search-aaa"].step.unique()) == [3]
+    assert res.steps_for(["search-bbb"]).empty
+    row = trials.loc["confirm-uniform-x-s0"]
+    assert row["status"] == "failed" and row["error"] == "RuntimeError: node lost"
+
+
 def test_diverged_trial_fails_with_its_own_error_and_no_retry(ray_cluster, tmp_path):
     # lr = 1e30 without clipping: the loss is non-finite from step 1 on.
     cfg = _config(policy="uniform", policy_options={}, lr=1e30, grad_clip=0, lr_warmup_steps=0)
