@@ -1326,8 +1326,14 @@ def _validate(raw: Any, source: str | None = None) -> Study:
 # Loading and dumping
 # --------------------------------------------------------------------------------------------
 
-#: The studies shipped with the repository (``studies/*.yaml``); a bare name loads one of them.
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+#: The shipped studies: ``studies/*.yaml`` of a checkout, else the copy inside an installed
+#: wheel (``ado_ray.studies``). A bare name (``quickstart``) loads one of them.
+_CHECKOUT_STUDIES = Path(__file__).resolve().parent.parent / "studies"
+STUDIES_DIR = (
+    _CHECKOUT_STUDIES
+    if _CHECKOUT_STUDIES.is_dir()
+    else Path(__file__).resolve().parent / "studies"
+)
 
 
 def shipped_studies() -> dict[str, Path]:
