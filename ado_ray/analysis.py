@@ -209,10 +209,19 @@ def main_table(
         done = done[done["phase"] == used_phase]
     finals = final_domain_losses(res)
     domains = list(finals.columns)
-    labels = config_labels(done) if not done.empty else {}
+    failed = res.trials[res.trials["status"] != "completed"] if not res.trials.empty else None
+    if failed is not None and used_phase is not None:
+        failed = failed[failed["phase"] == used_phase]
+    has_failed = failed is not None and not failed.empty
+    seen = pd.concat([done, failed]) if has_failed else done
+    labels = config_labels(seen) if not seen.empty else {}
 
     def per_seed(rows: pd.DataFrame) -> pd.DataFrame:
         """Metrics and per-domain finals of ``rows``, one row per seed."""
+        if rows.empty:
+            return pd.DataFrame(
+                columns=[*metrics, *[f"val_loss__{d}" for d in domains]], dtype=float
+            )
         frame = rows[["trial_id", "seed", *metrics]].copy()
         for d in domains:
             frame[f"val_loss__{d}"] = frame["trial_id"].map(finals[d])
@@ -221,6 +230,11 @@ def main_table(
     groups = []
     for (arm, cid), rows in done.groupby(["arm", "config_id"], sort=False):
         groups.append((str(arm), str(cid), rows))
+    if has_failed:  # a configuration none of whose seeds completed still gets its row
+        kept = {(a, c) for a, c, _ in groups}
+        for (arm, cid), _ in failed.groupby(["arm", "config_id"], sort=False):
+            if (str(arm), str(cid)) not in kept:
+                groups.append((str(arm), str(cid), done.iloc[0:0]))
 
     def order(g: tuple[str, str, pd.DataFrame]) -> tuple[int, str, float]:
         m = g[2][metrics[0]].mean() if metrics else math.nan
@@ -241,14 +255,12 @@ def main_table(
     else:
         notes.append(f"no completed {baseline!r} trials in this phase: no paired differences")
 
-    failed = res.trials[res.trials["status"] != "completed"] if not res.trials.empty else None
-    if failed is not None and used_phase is not None:
-        failed = failed[failed["phase"] == used_phase]
-
     def summarise(values: np.ndarray, what: str, label: str) -> tuple[float, float, int]:
-        # A non-finite value is a diverged seed: dropping it would flatter the arm, so the
-        # whole cell becomes n/a instead.
-        if values.size and not np.isfinite(values).all():
+        # An infinite value, or a NaN beside finite ones, is a diverged seed: dropping it would
+        # flatter the arm, so the whole cell becomes n/a. All-NaN is a metric not measured
+        # (no entropy rate for real text, say): n/a without a note.
+        finite = np.isfinite(values)
+        if values.size and not finite.all() and (finite.any() or np.isinf(values).any()):
             notes.append(f"{label}: {what} is not finite on some seed; shown as n/a")
             return math.nan, math.nan, int(values.size)
         return mean_ci(values, confidence)
@@ -258,21 +270,25 @@ def main_table(
         seeds = per_seed(rows)
         label = labels.get(cid, f"{arm}#{cid[:6]}")
         n_failed = 0
-        if failed is not None and not failed.empty:
+        if has_failed:
             n_failed = int(((failed["arm"] == arm) & (failed["config_id"] == cid)).sum())
         row: dict[str, Any] = {
             "label": label,
             "arm": arm,
             "config_id": cid,
-            "hparams": _hp_text(hparams_of(rows, cid)),
+            "hparams": _hp_text(hparams_of(seen, cid)),
             "n_seeds": int(len(seeds)),
             "n_failed": n_failed,
             "seeds": ",".join(str(int(s)) for s in seeds.index if _notnull(s)),
         }
         if n_failed:
             notes.append(
-                f"{label}: {n_failed} trial(s) failed or were stopped; the statistics use the "
-                f"{len(seeds)} completed seed(s) only"
+                f"{label}: {n_failed} trial(s) failed or were stopped; "
+                + (
+                    f"the statistics use the {len(seeds)} completed seed(s) only"
+                    if len(seeds)
+                    else "no seed completed"
+                )
             )
         for m in [*metrics, *[f"val_loss__{d}" for d in domains]]:
             mean, half, _ = summarise(seeds[m].to_numpy(dtype=np.float64), m, label)

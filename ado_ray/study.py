@@ -1330,9 +1330,7 @@ def _validate(raw: Any, source: str | None = None) -> Study:
 #: wheel (``ado_ray.studies``). A bare name (``quickstart``) loads one of them.
 _CHECKOUT_STUDIES = Path(__file__).resolve().parent.parent / "studies"
 STUDIES_DIR = (
-    _CHECKOUT_STUDIES
-    if _CHECKOUT_STUDIES.is_dir()
-    else Path(__file__).resolve().parent / "studies"
+    _CHECKOUT_STUDIES if _CHECKOUT_STUDIES.is_dir() else Path(__file__).resolve().parent / "studies"
 )
 
 

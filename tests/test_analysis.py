@@ -123,6 +123,8 @@ def test_a_diverged_or_failed_seed_is_never_dropped_silently(tmp_path):
         w.add_trial(rec, steps, evals)
     w.add_trial(*fx.make_trial("natural", "confirm", 0, None))
     w.add_trial(*fx.make_trial("natural", "confirm", 1, None, fail=True))
+    for seed in (0, 1):  # an arm none of whose seeds completed
+        w.add_trial(*fx.make_trial("fixed", "confirm", seed, None, fail=True))
     w.merge()
     table = A.main_table(uri)
     t = table.set_index("arm")
@@ -133,9 +135,15 @@ def test_a_diverged_or_failed_seed_is_never_dropped_silently(tmp_path):
     assert t.loc["ado", "diff_val_loss_natural_n_pairs"] == 3
     assert t.loc["natural", "n_seeds"] == 1 and t.loc["natural", "n_failed"] == 1
     assert t.loc["uniform", "n_failed"] == 0
+    assert t.loc["fixed", "n_seeds"] == 0 and t.loc["fixed", "n_failed"] == 2
+    assert math.isnan(t.loc["fixed", "val_loss_balanced_mean"])
+    assert "weights=" in t.loc["fixed", "hparams"]
     notes = " ".join(table.attrs["notes"])
     assert "val_loss_balanced is not finite" in notes
-    assert "natural: 1 trial(s) failed" in notes
+    assert "natural: 1 trial(s) failed" in notes and "fixed: 2 trial(s) failed" in notes
+    assert "no seed completed" in notes
+    # A metric no seed measured (this fixture's excess loss) is n/a without a divergence note.
+    assert "excess_loss_balanced" not in notes
     text = A.format_table(table, "markdown")
     assert "(n=3)" in text and "(n=1)" in text  # the pairs behind each difference
 

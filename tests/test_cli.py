@@ -66,7 +66,8 @@ def test_resume_refuses_a_changed_study_before_starting_ray(tmp_path, capsys):
     from ado_ray.distributed.sweep import check_resume_matches
 
     check_resume_matches(
-        stored.with_overrides(["resources.max_concurrent_trials=1"]), str(store / "quickstart")
+        stored.with_overrides(["resources.max_concurrent_trials=1", "training.max_failures=3"]),
+        str(store / "quickstart"),
     )
 
 

@@ -72,6 +72,43 @@ def test_two_workers_share_weights_and_history_is_complete(ray_cluster, tmp_path
     assert [e["step"] for e in record["evals"]] == [0, 4, 8, 12, 16]
 
 
+class _FakeActor:
+    """Stands in for the mixture actor: counts the weight requests, answers at once."""
+
+    def __init__(self):
+        import ray
+
+        outer = self
+        self.requests: list[int] = []
+        self.observed: list[int] = []
+
+        class _Method:
+            def __init__(self, fn):
+                self.remote = fn
+
+        self.weights_for = _Method(lambda s: (outer.requests.append(s), ray.put([0.5, 0.5]))[1])
+        self.observe = _Method(lambda s, c, v: (outer.observed.append(s), ray.put(None))[1])
+        self.state_dict = _Method(lambda: ray.put({"observed": list(outer.observed)}))
+
+
+@pytest.mark.parametrize("lag", [1, 2, 3])
+def test_the_client_asks_each_steps_weights_once_and_early(ray_cluster, lag):
+    from ado_ray.distributed.actor import RayMixture
+
+    actor = _FakeActor()
+    client = RayMixture(actor, rank=0, lag=lag)
+    for step in range(10):
+        client.weights(step)
+        # Once step t is observed, steps t+1 .. t+lag are already asked for: with lag >= 2
+        # the next step's answer has had a whole step to arrive.
+        client.observe(step, [1, 1], [1.0, 1.0])
+        assert set(range(step + 1, step + 1 + lag)) <= set(client._prefetch)
+        assert len(client._prefetch) == lag
+    assert sorted(actor.requests) == list(range(10 + lag)) and len(set(actor.requests)) == 10 + lag
+    assert client.state_dict() == {"observed": list(range(10))}
+    assert client._sent == []  # a checkpoint waited for every observation it covers
+
+
 def test_describe_failure_reaches_the_workers_own_exception():
     from ray.exceptions import RayTaskError
     from ray.train import ControllerError, WorkerGroupError
@@ -168,7 +205,10 @@ def test_stopped_trials_are_recorded_with_their_checkpointed_history(tmp_path):
     assert list(res.evals[res.evals.trial_id == "search-aaa"].step.unique()) == [3]
     assert res.steps_for(["search-bbb"]).empty
     row = trials.loc["confirm-uniform-x-s0"]
-    assert row["status"] == "failed" and row["error"] == "RuntimeError: node lost"
+    assert row["status"] == "interrupted" and row["error"] == "RuntimeError: node lost"
+    # Not the trial's own failure: --resume runs it again.
+    assert "confirm-uniform-x-s0" not in writer.finished_trial_ids()
+    assert {"search-aaa", "search-bbb"} <= writer.finished_trial_ids()
 
 
 def test_diverged_trial_fails_with_its_own_error_and_no_retry(ray_cluster, tmp_path):

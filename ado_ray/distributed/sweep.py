@@ -124,8 +124,9 @@ def _driver(config: dict[str, Any], study_dict: dict, results_uri: str, ray_stor
         out, error = exc.partial, exc
         record.update(status="failed", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. the actor died: no history to keep
+        # Not the trial's own failure: recorded, and run again (from its checkpoint) on resume.
         out, error = {}, exc
-        record.update(status="failed", error=describe_failure(exc))
+        record.update(status="interrupted", error=describe_failure(exc))
     resolved = dict(out.get("policy_options") or options)
     record.update(
         hparams=_hparams(resolved),
@@ -277,6 +278,12 @@ def _record_stopped(
             )
         if name in done or (phase != "search" and result.error is None):
             continue
+        # A search trial Tune reports errored is final (the restored search will not rerun
+        # it); a confirm trial whose driver died is run again by --resume.
+        if result.error is None:
+            status = "pruned"
+        else:
+            status = "failed" if phase == "search" else "interrupted"
         metrics = result.metrics or {}
         saved = history_from_checkpoint(ray_storage, name) if domains else None
         saved = saved or {}
@@ -287,7 +294,7 @@ def _record_stopped(
                 "phase": phase,
                 "seed": seed,
                 "config_id": config_id(arm, _hparams(options)),
-                "status": "failed" if result.error else "pruned",
+                "status": status,
                 "error": None if result.error is None else describe_failure(result.error),
                 "hparams": _hparams(options),
                 "metrics": {
@@ -371,8 +378,8 @@ def _run_confirm(
     _record_stopped(study, results_uri, ray_storage, tuner.fit(), "confirm")
 
 
-# What a resumed study may change: where it runs, not what it measures.
-RESUMABLE_CHANGES = ("storage", "resources")
+# What a resumed study may change: where and how robustly it runs, not what it measures.
+RESUMABLE_CHANGES = ("storage", "resources", "description", "training.max_failures")
 
 
 def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -384,6 +391,10 @@ def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+def _resumable(path: str) -> bool:
+    return any(path == r or path.startswith(r + ".") for r in RESUMABLE_CHANGES)
+
+
 def check_resume_matches(study: Study, results_uri: str) -> None:
     """``--resume`` must continue the same study: finished trials are kept by name, so a
     changed budget, data or search space would mix two studies in one table."""
@@ -392,12 +403,14 @@ def check_resume_matches(study: Study, results_uri: str) -> None:
         return  # interrupted before anything was written: nothing to mix
     import yaml
 
-    stored = load_study(yaml.safe_load(storage.read_text(stored_uri))).to_dict()
-    current = study.to_dict()
-    for key in RESUMABLE_CHANGES:
-        stored.pop(key, None)
-        current.pop(key, None)
-    changed = _changed_paths(stored, current)
+    try:
+        stored = load_study(yaml.safe_load(storage.read_text(stored_uri))).to_dict()
+    except ValueError as exc:
+        raise ValueError(
+            f"--resume: the study stored at {stored_uri} (written by an earlier run) no longer "
+            f"loads: {exc}. Start a new study under another name or --storage"
+        ) from None
+    changed = [p for p in _changed_paths(stored, study.to_dict()) if not _resumable(p)]
     if changed:
         shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
         raise ValueError(

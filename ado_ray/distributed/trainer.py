@@ -241,7 +241,12 @@ def history_from_checkpoint(storage_path: str, trial_name: str) -> dict[str, Any
     names = sorted(n for n in storage.listdir(root) if n.startswith("checkpoint_"))
     for name in reversed(names):  # the newest first; one cut off mid-write has no state file
         uri = storage.join(root, name, MIXTURE_FILE)
-        if storage.exists(uri):
+        if not storage.exists(uri):
+            continue
+        try:
             mixture = torch.load(io.BytesIO(storage.read_bytes(uri)), weights_only=False)
-            return None if mixture is None else history_from_state(mixture)
+        except Exception as exc:  # noqa: BLE001 - cut off mid-copy: try the one before
+            log.warning("skipping unreadable checkpoint %s: %s", uri, exc)
+            continue
+        return None if mixture is None else history_from_state(mixture)
     return None
