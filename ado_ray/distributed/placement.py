@@ -147,7 +147,7 @@ def require_driver_resource(
 ) -> None:
     """Every trial driver asks for one unit of ``driver_resource``: a cluster that advertises
     none would leave every trial pending for ever, so say so before any trial starts."""
-    if float(cluster_resources.get(driver_resource, 0.0)) < 1.0:
+    if _fits(cluster_resources.get(driver_resource, 0.0), 1.0) < 1:
         raise ValueError(
             f"the Ray cluster advertises no {driver_resource!r} resource, which every trial "
             f"driver asks for (found {cluster_resources.get(driver_resource, 0)!r}). Give the "
@@ -222,14 +222,8 @@ def max_concurrent_trials(
 
     count = min(fits)
     if driver_resource in cluster_resources:
-        drivers = _fits(cluster_resources[driver_resource], 1.0)
-        if drivers < 1:
-            raise ValueError(
-                f"the cluster advertises {cluster_resources[driver_resource]!r} "
-                f"{driver_resource!r}, less than the one unit each trial driver asks for; give "
-                f"the head node type resources: {{{driver_resource}: N}} in cluster.yaml"
-            )
-        count = min(count, drivers)
+        require_driver_resource(cluster_resources, driver_resource)
+        count = min(count, _fits(cluster_resources[driver_resource], 1.0))
     if requested is not None:
         count = min(count, requested)
     return max(1, count)
