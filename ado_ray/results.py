@@ -925,6 +925,12 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.replace_schema_metadata(None).to_pandas()
 
 
+def read_meta(uri: str) -> dict[str, Any] | None:
+    """The study's ``meta.json`` (see :meth:`ResultsWriter.write_meta`), or None if absent."""
+    meta_uri = storage.join(storage.normalize(uri), META_FILE)
+    return json.loads(storage.read_text(meta_uri)) if storage.exists(meta_uri) else None
+
+
 def read_results(uri: str, include_parts: bool = True, with_steps: bool = True) -> Results:
     """Read a results directory.
 
@@ -944,10 +950,7 @@ def read_results(uri: str, include_parts: bool = True, with_steps: bool = True) 
     study_uri = storage.join(uri, STUDY_FILE)
     if storage.exists(study_uri):
         study_yaml = storage.read_text(study_uri)
-    meta = None
-    meta_uri = storage.join(uri, META_FILE)
-    if storage.exists(meta_uri):
-        meta = json.loads(storage.read_text(meta_uri))
+    meta = read_meta(uri)
     return Results(
         uri=uri,
         trials=_to_pandas(trials),

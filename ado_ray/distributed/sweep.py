@@ -15,7 +15,6 @@ resource and no CPU, so on a 2-CPU laptop trials queue for worker CPUs instead o
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 from typing import Any
@@ -36,7 +35,7 @@ from ado_ray.distributed.trainer import (
     run_trial,
 )
 from ado_ray.policies import make_policy
-from ado_ray.results import META_FILE, STUDY_FILE, ResultsWriter, config_id, read_results
+from ado_ray.results import STUDY_FILE, ResultsWriter, config_id, read_meta, read_results
 from ado_ray.study import Study, dump_study, load_study
 from ado_ray.train.config import TrainConfig
 from ado_ray.train.loop import policy_options_for
@@ -255,9 +254,7 @@ def _record_stopped(
     history is what their last checkpoint holds."""
     writer = ResultsWriter(results_uri, study.name)
     done = writer.finished_trial_ids()
-    meta_uri = storage.join(results_uri, META_FILE)
-    meta = json.loads(storage.read_text(meta_uri)) if storage.exists(meta_uri) else {}
-    domains = meta.get("domains")
+    domains = (read_meta(results_uri) or {}).get("domains")
     for result in grid:
         cfg = result.config or {}
         if phase == "search":
