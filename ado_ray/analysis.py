@@ -1,29 +1,28 @@
-"""Tables, hyperparameter importances, plots and a report from a study's Parquet results.
+"""Tables and statistics from a study's Parquet results: no plotting, no report writing.
 
-The analysis reads only what :mod:`ado_ray.results` wrote, from any storage URI.
+The analysis reads only what :mod:`ado_ray.results` wrote, from any storage URI. The import
+direction is one way: :mod:`ado_ray.report` (the ``ado-ray analyze`` report) uses
+:mod:`ado_ray.plots`, which uses this module; this module imports neither.
 
+Arms are labels (``ado_fast``, ``uniform``...), each running a policy; several may share one.
+
+- :func:`arm_policies`: the study's arms (label -> policy) in the study's order.
 - :func:`main_table`: per arm configuration of the confirm phase, mean and 95% t-interval over
-  seeds of the aggregate and per-domain final validation losses and of throughput, and the
-  difference against the baseline arm (uniform) paired by seed, with its 95% t-interval and a
-  verdict ("better" when the interval lies below 0, "worse" above, "n.s." otherwise).
+  seeds of the aggregate and per-domain final validation losses and of throughput, the training
+  and evaluation tokens per trial, and the difference against the reference arm (the first arm
+  running the ``uniform`` policy) paired by seed, with its 95% t-interval and a verdict
+  ("better" when the interval lies below 0, "worse" above, "n.s." otherwise).
 - :func:`format_table`: the table as Markdown, CSV, JSON or HTML.
-- :func:`hp_importances`: Optuna importances of the ADO hyperparameters over the search phase.
-- :func:`analyze`: all of the above plus the four plots (:mod:`ado_ray.plots`) into
-  ``report.md`` and ``report.html``.
-
-Run ``python -m ado_ray.analysis RESULTS_URI [--out DIR] [--format markdown|csv|json]``.
+- :func:`searched_arms`, :func:`search_space`, :func:`hp_importances`: per searched arm, its
+  search space (from meta.json) and Optuna importances of its hyperparameters.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
-import html
 import json
 import math
-import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +31,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
-from ado_ray import storage
-from ado_ray.results import HP_PREFIX, Results, read_results
+from ado_ray.results import HP_PREFIX, Results, hp_column, read_results
 
 #: Trial-level metrics summarised in the main table, in column order.
 TABLE_METRICS: tuple[str, ...] = (
@@ -44,9 +42,16 @@ TABLE_METRICS: tuple[str, ...] = (
     "excess_loss_balanced",
     "tokens_per_second",
 )
-#: Metrics compared with the baseline, paired by seed.
+#: Metrics compared with the reference arm, paired by seed.
 PAIRED_METRICS: tuple[str, ...] = ("val_loss_balanced", "val_loss_natural")
-ARM_ORDER: tuple[str, ...] = ("uniform", "natural", "fixed", "ado")
+#: Compute per trial (main-table column -> trials.parquet column): a mean over the
+#: configuration's completed trials, without an interval (a budget, not a measurement).
+COMPUTE_COLUMNS: dict[str, str] = {
+    "train_tokens_per_trial": "tokens_seen",
+    "eval_tokens_per_trial": "eval_tokens",
+}
+#: The policy of the reference arm the paired differences are taken against.
+REFERENCE_POLICY = "uniform"
 CONFIDENCE = 0.95
 FORMATS = ("markdown", "csv", "json", "html")
 
@@ -143,20 +148,100 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def config_labels(trials: pd.DataFrame) -> dict[str, str]:
-    """A readable label per config_id: ``ado#<config_id[:6]>`` for ADO, the arm name for any
-    other arm with a single configuration (uniform, natural), else ``<arm>#<config_id[:6]>``."""
+def config_labels(trials: pd.DataFrame, searched: Sequence[str] = ()) -> dict[str, str]:
+    """A readable label per config_id: the arm label for an arm with a single configuration
+    that was not searched (uniform, natural), else ``<arm>#<config_id[:6]>`` (a searched arm's
+    configuration is one of many, even when only one was confirmed)."""
     labels: dict[str, str] = {}
     for arm, rows in trials.groupby("arm", sort=False):
         configs = list(dict.fromkeys(rows["config_id"].dropna()))
         for cid in configs:
-            plain = len(configs) == 1 and arm != "ado"
+            plain = len(configs) == 1 and arm not in searched
             labels[cid] = str(arm) if plain else f"{arm}#{str(cid)[:6]}"
     return labels
 
 
-def _arm_rank(arm: str) -> int:
-    return ARM_ORDER.index(arm) if arm in ARM_ORDER else len(ARM_ORDER)
+# --------------------------------------------------------------------------------------------
+# arms: labels, their policies, their order
+
+
+def _study_file_arms(study_yaml: str | None) -> dict[str, str]:
+    """label -> policy from the study file's ``arms``: a list of names (schema version 1's
+    studies: the name is the policy) or a mapping label -> {policy: ..., ...}."""
+    if not study_yaml:
+        return {}
+    try:
+        import yaml
+
+        doc = yaml.safe_load(study_yaml)
+    except Exception:  # an unreadable study file only loses the order
+        return {}
+    arms = doc.get("arms") if isinstance(doc, Mapping) else None
+    if isinstance(arms, list):
+        return {str(a): str(a) for a in arms if isinstance(a, str)}
+    if isinstance(arms, Mapping):
+        out = {}
+        for label, spec in arms.items():
+            policy = spec.get("policy") if isinstance(spec, Mapping) else None
+            out[str(label)] = str(policy or label)
+        return out
+    return {}
+
+
+def arm_policies(results: Results | str) -> dict[str, str]:
+    """The study's arms, label -> policy, in the study's order: meta.json's ``arms`` (written
+    by the sweep), else the study file's; then any other arm of the trials, in the order they
+    first started. An arm without a recorded policy runs the policy of its own name."""
+    res = _as_results(results)
+    out: dict[str, str] = {}
+    meta_arms = (res.meta or {}).get("arms")
+    if isinstance(meta_arms, Mapping):
+        for label, policy in meta_arms.items():
+            if isinstance(policy, Mapping):
+                policy = policy.get("policy")
+            out[str(label)] = str(policy or label)
+    else:
+        out.update(_study_file_arms(res.study_yaml))
+    t = res.trials
+    if not t.empty:
+        t = t.sort_values(["started_at", "trial_id"], na_position="last", kind="stable")
+        for arm, policy in zip(t["arm"], t["policy"]):
+            if isinstance(arm, str) and arm not in out:
+                out[arm] = policy if isinstance(policy, str) else arm
+    return out
+
+
+def reference_arm(results: Results | str) -> str | None:
+    """The arm the paired differences are taken against: the first arm whose policy is
+    ``uniform``; None when no arm runs it."""
+    return next(
+        (a for a, p in arm_policies(results).items() if p == REFERENCE_POLICY),
+        None,
+    )
+
+
+def searched_arms(results: Results | str, phase: str = "search") -> list[str]:
+    """The arms with a hyperparameter search, in arm order: those with a search space in
+    meta.json's ``search_spaces``; for results without it (schema version 1), the arms whose
+    completed ``phase`` trials have hyperparameters and more than one configuration (one
+    configuration is not a search, whatever phase it ran in)."""
+    res = _as_results(results)
+    order = list(arm_policies(res))
+    spaces = (res.meta or {}).get("search_spaces")
+    if isinstance(spaces, Mapping):
+        declared = [str(a) for a, space in spaces.items() if space]
+        return [a for a in order if a in declared] + [a for a in declared if a not in order]
+    done = _completed(res.trials)
+    if done.empty:
+        return []
+    done = done[done["phase"] == phase]
+    hp = [c for c in done.columns if c.startswith(HP_PREFIX)]
+    out = []
+    for arm in order:
+        rows = done[done["arm"] == arm]
+        if hp and rows[hp].notna().to_numpy().any() and rows["config_id"].nunique() > 1:
+            out.append(arm)
+    return out
 
 
 def _pick_phase(trials: pd.DataFrame, phase: str | None) -> str | None:
@@ -181,7 +266,7 @@ def main_table(
     results: Results | str,
     *,
     phase: str | None = "confirm",
-    baseline: str = "uniform",
+    baseline: str | None = None,
     metrics: Sequence[str] = TABLE_METRICS,
     paired: Sequence[str] = PAIRED_METRICS,
     confidence: float = CONFIDENCE,
@@ -189,18 +274,31 @@ def main_table(
     """One row per (arm, config_id) of the completed trials of ``phase`` (``confirm``; if it has
     none, the search phase; ``None``: all phases).
 
-    Columns: ``label``, ``arm``, ``config_id``, ``hparams`` (text), ``n_seeds`` (completed),
-    ``n_failed`` (failed or stopped trials of the config in the phase), ``seeds``; for
-    each metric ``<m>_mean`` and ``<m>_ci95`` (half-width of the 95% t-interval over seeds,
-    NaN with one seed); per domain ``val_loss__<domain>_mean`` / ``_ci95`` (final evaluation);
-    for each paired metric, against the baseline arm paired by seed: ``diff_<m>_mean``,
-    ``diff_<m>_ci95``, ``diff_<m>_ci_low``, ``diff_<m>_ci_high``, ``diff_<m>_n_pairs`` and
-    ``diff_<m>_verdict`` (better / worse / n.s. / n/a; ``baseline`` on the baseline's row).
-    Repeated trials of one seed are averaged first. ``df.attrs`` holds phase, baseline,
-    confidence and notes.
+    Rows are in arm order (:func:`arm_policies`), then by the first metric. Columns: ``label``,
+    ``arm``, ``policy``, ``config_id``, ``hparams`` (text), ``n_seeds`` (completed),
+    ``n_failed`` (failed or stopped trials of the config in the phase), ``seeds``; for each
+    metric ``<m>_mean`` and ``<m>_ci95`` (half-width of the 95% t-interval over seeds, NaN with
+    one seed); ``train_tokens_per_trial`` and ``eval_tokens_per_trial`` (means over the
+    completed trials: each configuration's compute); per domain ``val_loss__<domain>_mean`` /
+    ``_ci95`` (final evaluation); for each paired metric, against the ``baseline`` arm (default
+    :func:`reference_arm`) paired by seed: ``diff_<m>_mean``, ``diff_<m>_ci95``,
+    ``diff_<m>_ci_low``, ``diff_<m>_ci_high``, ``diff_<m>_n_pairs`` and ``diff_<m>_verdict``
+    (better / worse / n.s. / n/a; ``baseline`` on the baseline's row). Without a baseline arm
+    (no arm runs the uniform policy) there are no ``diff_`` columns. Repeated trials of one
+    seed are averaged first. ``df.attrs`` holds phase, baseline, confidence and notes.
     """
     res = _as_results(results)
     notes: list[str] = []
+    policies = arm_policies(res)
+    rank = {arm: i for i, arm in enumerate(policies)}
+    if baseline is None:
+        baseline = reference_arm(res)
+    if baseline is None:
+        paired = ()
+        notes.append(
+            f"no arm runs the {REFERENCE_POLICY!r} policy: no reference arm, so no paired "
+            "differences (Δ)"
+        )
     used_phase = _pick_phase(res.trials, phase)
     if used_phase != phase:
         notes.append(f"no completed trials in phase {phase!r}; using phase {used_phase!r}")
@@ -214,7 +312,7 @@ def main_table(
         failed = failed[failed["phase"] == used_phase]
     has_failed = failed is not None and not failed.empty
     seen = pd.concat([done, failed]) if has_failed else done
-    labels = config_labels(seen) if not seen.empty else {}
+    labels = config_labels(seen, searched_arms(res)) if not seen.empty else {}
 
     def per_seed(rows: pd.DataFrame) -> pd.DataFrame:
         """Metrics and per-domain finals of ``rows``, one row per seed."""
@@ -238,7 +336,7 @@ def main_table(
 
     def order(g: tuple[str, str, pd.DataFrame]) -> tuple[int, str, float]:
         m = g[2][metrics[0]].mean() if metrics else math.nan
-        return _arm_rank(g[0]), g[0], float(m) if pd.notna(m) else math.inf
+        return rank.get(g[0], len(rank)), g[0], float(m) if pd.notna(m) else math.inf
 
     groups.sort(key=order)
 
@@ -252,7 +350,7 @@ def main_table(
             notes.append(
                 f"baseline {baseline!r} has {len(base_groups)} configurations; pairing with {base_cid}"
             )
-    else:
+    elif baseline is not None:
         notes.append(f"no completed {baseline!r} trials in this phase: no paired differences")
 
     def summarise(values: np.ndarray, what: str, label: str) -> tuple[float, float, int]:
@@ -272,9 +370,11 @@ def main_table(
         n_failed = 0
         if has_failed:
             n_failed = int(((failed["arm"] == arm) & (failed["config_id"] == cid)).sum())
+        recorded = seen.loc[seen["config_id"] == cid, "policy"].dropna()
         row: dict[str, Any] = {
             "label": label,
             "arm": arm,
+            "policy": str(recorded.iloc[0]) if not recorded.empty else policies.get(arm, arm),
             "config_id": cid,
             "hparams": _hp_text(hparams_of(seen, cid)),
             "n_seeds": int(len(seeds)),
@@ -293,6 +393,10 @@ def main_table(
         for m in [*metrics, *[f"val_loss__{d}" for d in domains]]:
             mean, half, _ = summarise(seeds[m].to_numpy(dtype=np.float64), m, label)
             row[f"{m}_mean"], row[f"{m}_ci95"] = mean, half
+        for col, src in COMPUTE_COLUMNS.items():
+            values = rows[src].to_numpy(dtype=np.float64) if src in rows else np.array([])
+            values = values[np.isfinite(values)]
+            row[col] = float(values.mean()) if values.size else math.nan
         for m in paired:
             key = f"diff_{m}"
             if base_seeds is None:
@@ -310,9 +414,12 @@ def main_table(
             )
         out_rows.append(row)
 
-    columns = ["label", "arm", "config_id", "hparams", "n_seeds", "n_failed", "seeds"]
-    for m in [*metrics, *[f"val_loss__{d}" for d in domains]]:
+    columns = ["label", "arm", "policy", "config_id", "hparams", "n_seeds", "n_failed", "seeds"]
+    for m in metrics:
         columns += [f"{m}_mean", f"{m}_ci95"]
+    columns += list(COMPUTE_COLUMNS)
+    for d in domains:
+        columns += [f"val_loss__{d}_mean", f"val_loss__{d}_ci95"]
     for m in paired:
         columns += [
             f"diff_{m}_{s}" for s in ("mean", "ci95", "ci_low", "ci_high", "n_pairs", "verdict")
@@ -349,11 +456,11 @@ def _fmt_num(x: Any, digits: int = 4) -> str:
 def display_frame(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """A string view of a main table for people: ``<m>_mean`` and ``<m>_ci95`` become one
     ``<m>`` column "mean ± ci"; each paired difference becomes one ``Δ<m> vs <baseline>``
-    column "mean [low, high] verdict"; ``arm``, ``config_id``, ``hparams`` and ``seeds`` are
-    left out. Other columns are formatted as they are."""
-    baseline = df.attrs.get("baseline", "baseline")
+    column "mean [low, high] verdict"; ``arm``, ``policy``, ``config_id``, ``hparams`` and
+    ``seeds`` are left out. Other columns are formatted as they are."""
+    baseline = df.attrs.get("baseline") or "baseline"
     cols = list(df.columns)
-    skip = {"arm", "config_id", "hparams", "seeds"} & set(cols)
+    skip = {"arm", "policy", "config_id", "hparams", "seeds"} & set(cols)
     if "label" not in cols:
         skip = set()
     out: dict[str, list[str]] = {}
@@ -408,7 +515,9 @@ def display_frame(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table, cells as they are (``|`` escaped, newlines joined)."""
+
     def cell(x: Any) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
 
@@ -423,7 +532,7 @@ def format_table(df: pd.DataFrame, fmt: str = "markdown", digits: int = 4) -> st
     every column with raw numbers (JSON: a list of records, NaN as null)."""
     fmt = fmt.lower()
     if fmt in ("md", "markdown"):
-        return _markdown(display_frame(df, digits))
+        return markdown_table(display_frame(df, digits))
     if fmt == "html":
         return display_frame(df, digits).to_html(
             index=False, escape=True, border=0, classes="table"
@@ -437,18 +546,134 @@ def format_table(df: pd.DataFrame, fmt: str = "markdown", digits: int = 4) -> st
 
 
 # --------------------------------------------------------------------------------------------
-# hyperparameter importances
+# best configurations
+
+
+def best_config(
+    table: pd.DataFrame, results: Results | str, metric: str, arm: str
+) -> tuple[str | None, str | None]:
+    """(config_id, phase) of ``arm``'s configuration with the lowest mean ``metric``: from the
+    main table's phase when the arm is in it, else from its completed trials (search phase
+    first)."""
+    res = _as_results(results)
+    col = f"{metric}_mean"
+    if not table.empty and col in table.columns:
+        rows = table[(table["arm"] == arm) & table[col].notna()]
+        if not rows.empty:
+            return str(rows.loc[rows[col].idxmin(), "config_id"]), table.attrs.get("phase")
+    done = _completed(res.trials)
+    if done.empty or metric not in done.columns:
+        return None, None
+    rows = done[(done["arm"] == arm) & done[metric].notna()]
+    for ph in ("search", *rows["phase"].dropna().unique()):
+        in_phase = rows[rows["phase"] == ph]
+        if not in_phase.empty:
+            means = in_phase.groupby("config_id")[metric].mean()
+            return str(means.idxmin()), ph
+    return None, None
+
+
+# --------------------------------------------------------------------------------------------
+# search spaces and hyperparameter importances
+
+
+#: How :func:`search_space` got its distributions.
+SPACE_FROM_META = "from meta.json's search space"
+SPACE_INFERRED = (
+    "inferred from the observed values (meta.json records no search space: version-1 results)"
+)
 
 
 @dataclass
 class SearchSpace:
     """The completed search-phase trials of one arm and the distributions of their varying
-    hyperparameters (column name -> optuna distribution), inferred from the observed values."""
+    hyperparameters (column name -> optuna distribution): meta.json's search space when it
+    records one (``source`` says which), else inferred from the observed values. In
+    ``trials``, a searched column holds the value as a point of its distribution (a category
+    as its choice; a value outside the declared space as null)."""
 
     trials: pd.DataFrame
     distributions: dict[str, Any]
     metric: str
     skipped: dict[str, str] = field(default_factory=dict)  # column -> why it was left out
+    arm: str | None = None
+    source: str = SPACE_INFERRED
+    notes: list[str] = field(default_factory=list)
+
+
+def declared_search_space(results: Results | str, arm: str) -> dict[str, dict[str, Any]] | None:
+    """meta.json's search space of ``arm`` (option -> {"type", "low", "high", "step", "log",
+    "choices"}); ``{}`` for an arm it records no search for; None when meta.json records no
+    search spaces at all (version-1 results)."""
+    res = _as_results(results)
+    spaces = (res.meta or {}).get("search_spaces")
+    if not isinstance(spaces, Mapping):
+        return None
+    space = spaces.get(arm) or {}
+    return {str(k): dict(v) for k, v in space.items() if isinstance(v, Mapping)}
+
+
+def distribution(spec: Mapping[str, Any]) -> Any:
+    """The optuna distribution of a search-space entry as meta.json records it:
+    ``uniform`` / ``loguniform`` (float low..high), ``int`` (low..high, ``step``, ``log``),
+    ``categorical`` (``choices``)."""
+    import optuna.distributions as od
+
+    kind = spec.get("type")
+    if kind == "categorical":
+        return od.CategoricalDistribution(list(spec["choices"]))
+    log = bool(spec.get("log")) or kind == "loguniform"
+    if kind in ("uniform", "loguniform"):
+        step = spec.get("step")
+        return od.FloatDistribution(
+            float(spec["low"]),
+            float(spec["high"]),
+            log=log,
+            step=None if log or step is None else float(step),
+        )
+    if kind == "int":
+        step = 1 if log else int(spec.get("step") or 1)
+        return od.IntDistribution(int(spec["low"]), int(spec["high"]), log=log, step=step)
+    raise ValueError(f"unknown distribution type {kind!r}")
+
+
+def _py(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _same_choice(choice: Any, value: Any) -> bool:
+    """Whether a recorded value is the categorical ``choice``. A column that mixed types was
+    stored as strings (bools as ``true``/``false``), so a string also matches its JSON form."""
+    if isinstance(value, str) and not isinstance(choice, str):
+        return value == json.dumps(choice) or value == str(choice)
+    if isinstance(choice, bool) or isinstance(value, bool):  # True == 1 must not match
+        return isinstance(choice, bool) and isinstance(value, bool) and choice == value
+    return bool(choice == value)
+
+
+def _point(dist: Any, value: Any) -> tuple[bool, Any]:
+    """(whether ``value`` is a point of ``dist``, the value as that point)."""
+    import optuna.distributions as od
+
+    value = _py(value)
+    if isinstance(dist, od.CategoricalDistribution):
+        for choice in dist.choices:
+            if _same_choice(choice, value):
+                return True, choice
+        return False, None
+    if isinstance(value, (bool, str)):
+        return False, None
+    x = float(value)
+    if not dist.low <= x <= dist.high:
+        return False, None
+    if isinstance(dist, od.IntDistribution):
+        ok = x.is_integer() and (int(x) - dist.low) % dist.step == 0
+        return ok, int(x) if ok else None
+    if dist.step is not None:
+        k = (x - dist.low) / dist.step
+        if abs(k - round(k)) > 1e-8:
+            return False, None
+    return True, x
 
 
 def _column_kind(res: Results, col: str, values: pd.Series) -> str:
@@ -471,54 +696,95 @@ def _column_kind(res: Results, col: str, values: pd.Series) -> str:
     return "float"
 
 
+def _inferred_distribution(res: Results, col: str, values: pd.Series, uniq: list[Any]) -> Any:
+    """Version-1 fallback: floats -> FloatDistribution(min, max) (log scale when positive and
+    spanning >= 100x), ints -> IntDistribution, strings and bools -> categorical."""
+    import optuna.distributions as od
+
+    kind = _column_kind(res, col, values)
+    if kind == "categorical":
+        choices = tuple(sorted((_py(v) for v in uniq), key=lambda v: (str(type(v)), str(v))))
+        return od.CategoricalDistribution(choices)
+    if kind == "int":
+        lo, hi = int(min(uniq)), int(max(uniq))
+        return od.IntDistribution(lo, hi, log=lo > 0 and hi / lo >= 100)
+    lo, hi = float(min(uniq)), float(max(uniq))
+    return od.FloatDistribution(lo, hi, log=lo > 0 and hi / lo >= 100)
+
+
 def search_space(
     results: Results | str,
     metric: str = "val_loss_balanced",
-    arm: str = "ado",
+    arm: str | None = None,
     phase: str = "search",
 ) -> SearchSpace:
-    """The completed, metric-bearing trials of ``arm`` in ``phase`` and their hp distributions:
-    floats -> FloatDistribution(min, max) (log scale when positive and spanning >= 100x), ints
-    -> IntDistribution, strings and bools -> CategoricalDistribution; constant columns skipped."""
-    import optuna.distributions as od
+    """The completed, metric-bearing trials of ``arm`` (default: the first of
+    :func:`searched_arms`) in ``phase`` and the distributions of its searched hyperparameters.
 
+    The distributions are meta.json's ``search_spaces[arm]`` (what the sweep sampled from);
+    recorded values outside them are left out (with a note). Results without search spaces
+    (schema version 1) fall back to inferring them from the observed values. Hyperparameters
+    constant across the trials are skipped (nothing to rank)."""
     res = _as_results(results)
+    if arm is None:
+        arms = searched_arms(res, phase)
+        arm = arms[0] if arms else None
     t = _completed(res.trials)
     if not t.empty:
         t = t[(t["arm"] == arm) & (t["phase"] == phase)]
         t = t[t[metric].notna() & np.isfinite(t[metric].astype(float))]
+    t = t.copy()
     dists: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    for col in [c for c in t.columns if c.startswith(HP_PREFIX)]:
-        values = t[col].dropna()
-        if values.empty:
+    notes: list[str] = []
+    declared = None if arm is None else declared_search_space(res, arm)
+    if declared is None:
+        source = SPACE_INFERRED
+        candidates = {c: None for c in t.columns if c.startswith(HP_PREFIX)}
+    else:
+        source = SPACE_FROM_META
+        candidates = {hp_column(name): spec for name, spec in declared.items()}
+    for col, spec in candidates.items():
+        if col not in t.columns or t[col].isna().all():
+            if spec is not None:
+                skipped[col] = "not recorded by any trial"
             continue
-        uniq = list(dict.fromkeys(values.tolist()))
+        values = t[col].dropna()
+        if spec is not None:
+            try:
+                dist = distribution(spec)
+            except (KeyError, TypeError, ValueError) as exc:
+                skipped[col] = f"unreadable search space in meta.json ({exc})"
+                continue
+            points = [_point(dist, v) if _notnull(v) else (True, None) for v in t[col]]
+            outside = sum(not ok for ok, _ in points)
+            if outside:
+                notes.append(
+                    f"{arm}: {outside} recorded value(s) of {col[len(HP_PREFIX) :]} lie outside "
+                    "the declared search space; left out"
+                )
+            t[col] = pd.Series([p if ok else None for ok, p in points], index=t.index, dtype=object)
+            values = t[col].dropna()
+        uniq = list(dict.fromkeys(_py(v) for v in values.tolist()))
         if len(uniq) < 2:
             skipped[col] = "constant"
             continue
-        kind = _column_kind(res, col, values)
-        if kind == "categorical":
-            choices = tuple(
-                sorted(
-                    (v.item() if isinstance(v, np.generic) else v for v in uniq),
-                    key=lambda v: (str(type(v)), str(v)),
-                )
-            )
-            dists[col] = od.CategoricalDistribution(choices)
-        elif kind == "int":
-            lo, hi = int(min(uniq)), int(max(uniq))
-            dists[col] = od.IntDistribution(lo, hi, log=lo > 0 and hi / lo >= 100)
-        else:
-            lo, hi = float(min(uniq)), float(max(uniq))
-            dists[col] = od.FloatDistribution(lo, hi, log=lo > 0 and hi / lo >= 100)
-    return SearchSpace(trials=t, distributions=dists, metric=metric, skipped=skipped)
+        dists[col] = dist if spec is not None else _inferred_distribution(res, col, values, uniq)
+    return SearchSpace(
+        trials=t,
+        distributions=dists,
+        metric=metric,
+        skipped=skipped,
+        arm=arm,
+        source=source,
+        notes=notes,
+    )
 
 
 def _param_value(dist: Any, value: Any) -> Any:
     import optuna.distributions as od
 
-    value = value.item() if isinstance(value, np.generic) else value
+    value = _py(value)
     if isinstance(dist, od.IntDistribution):
         return int(value)
     if isinstance(dist, od.FloatDistribution):
@@ -534,26 +800,33 @@ FEW_TRIALS_FOR_IMPORTANCES = 30
 def hp_importances(
     results: Results | str,
     metric: str = "val_loss_balanced",
-    arm: str = "ado",
+    arm: str | None = None,
     phase: str = "search",
     direction: str = "minimize",
 ) -> tuple[dict[str, float] | None, str]:
-    """Optuna hyperparameter importances of ``arm`` over ``phase``: an in-memory study built
-    from trials.parquet (no Optuna storage needed). Returns (importances by hyperparameter name
-    without ``hp_``, normalised to sum 1, or None; a message saying what was done or why not)."""
+    """Optuna hyperparameter importances of ``arm`` (default: the first of
+    :func:`searched_arms`) over ``phase``: an in-memory study built from trials.parquet and the
+    search space of :func:`search_space` (no Optuna storage needed). Returns (importances by
+    hyperparameter name without ``hp_``, normalised to sum 1, or None; a message saying what
+    was done or why not)."""
     import optuna
 
     space = search_space(results, metric, arm, phase)
+    arm = space.arm
+    if arm is None:
+        return None, "hyperparameter importances need a searched arm; no arm has a search"
     n = len(space.trials)
     if n < 2:
         return (
             None,
-            f"hyperparameter importances need >= 2 completed {arm} trials in phase {phase!r} with {metric}; found {n}",
+            f"hyperparameter importances need >= 2 completed {arm} trials in phase {phase!r} "
+            f"with {metric}; found {n}",
         )
     if not space.distributions:
         return (
             None,
-            f"hyperparameter importances need a varying {arm} hyperparameter in phase {phase!r}; none varies across the {n} trials",
+            f"hyperparameter importances need a varying {arm} hyperparameter in phase "
+            f"{phase!r}; none varies across the {n} trials",
         )
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
@@ -583,7 +856,8 @@ def hp_importances(
         return None, f"optuna could not compute importances ({type(exc).__name__}: {exc})"
     imp = {str(k): float(v) for k, v in sorted(imp.items(), key=lambda kv: -kv[1])}
     msg = (
-        f"{name} over {n} completed {arm} trials of phase {phase!r}, target {metric} ({direction})"
+        f"{name} over {n} completed {arm} trials of phase {phase!r}, target {metric} "
+        f"({direction}); distributions {space.source}"
     )
     if n < FEW_TRIALS_FOR_IMPORTANCES:
         msg += (
@@ -593,356 +867,35 @@ def hp_importances(
     return imp, msg + "; failed and pruned trials are not counted"
 
 
-# --------------------------------------------------------------------------------------------
-# the report
+# The report moved to ado_ray.report (it draws the plots, which use this module). Transitional
+# lazy re-export for callers still importing it from here; a module-level import would make
+# analysis depend on report again.
+_MOVED_TO_REPORT = frozenset({"analyze", "AnalysisReport", "default_out_dir"})
 
 
-@dataclass
-class AnalysisReport:
-    table: pd.DataFrame
-    importances: dict[str, float] | None
-    plots: list[str]
-    report_path: str | None
-    html_path: str | None = None
-    table_path: str | None = None
-    table_text: str = ""
-    messages: list[str] = field(default_factory=list)
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_REPORT:
+        from ado_ray import report
 
-    @property
-    def text(self) -> str:
-        """The table in the requested format (what ``ado-ray analyze`` prints)."""
-        return self.table_text
-
-
-def default_out_dir(uri: str, study: str | None) -> str:
-    """``<results>/analysis`` for local results; ``./analysis-<study>`` for remote ones."""
-    if storage.is_remote(uri):
-        return storage.normalize(f"analysis-{study or 'study'}")
-    return storage.join(storage.normalize(uri), "analysis")
-
-
-def _rel(out_dir: str, target: str) -> str:
-    prefix = out_dir.rstrip("/") + "/"
-    return target[len(prefix) :] if target.startswith(prefix) else target
-
-
-def best_ado_config(
-    table: pd.DataFrame, results: Results, metric: str
-) -> tuple[str | None, str | None]:
-    """(config_id, phase) of the ADO configuration with the lowest mean ``metric``: from the
-    main table's phase when it has ADO, else the search phase."""
-    col = f"{metric}_mean"
-    if not table.empty and col in table.columns:
-        ado = table[(table["arm"] == "ado") & table[col].notna()]
-        if not ado.empty:
-            return str(ado.loc[ado[col].idxmin(), "config_id"]), table.attrs.get("phase")
-    done = _completed(results.trials)
-    if done.empty:
-        return None, None
-    ado = done[(done["arm"] == "ado") & done[metric].notna()]
-    if ado.empty:
-        return None, None
-    for ph in ("search", *ado["phase"].dropna().unique()):
-        rows = ado[ado["phase"] == ph]
-        if not rows.empty:
-            means = rows.groupby("config_id")[metric].mean()
-            return str(means.idxmin()), ph
-    return None, None
-
-
-def _trial_summary(trials: pd.DataFrame) -> pd.DataFrame:
-    if trials.empty:
-        return pd.DataFrame(columns=["phase", "arm", "status", "trials"])
-    t = trials.fillna({"phase": "?", "arm": "?", "status": "?"})
-    counts = t.groupby(["phase", "arm", "status"]).size().reset_index(name="trials")
-    counts["_r"] = counts["arm"].map(_arm_rank)
-    return counts.sort_values(["phase", "_r", "arm", "status"]).drop(columns="_r")
-
-
-def _split_table(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(aggregates + differences, per-domain losses, configurations) views of the main table."""
-    dom_cols = [c for c in table.columns if c.startswith("val_loss__")]
-    agg = table.drop(columns=dom_cols)
-    agg = agg[[c for c in agg.columns if c not in ("hparams",)]]
-    dom = table[["label", "n_seeds", *dom_cols]]
-    cfg = table[["label", "arm", "config_id", "hparams", "n_seeds", "seeds"]]
-    for part in (agg, dom):
-        part.attrs.update(table.attrs)
-    return agg, dom, cfg
-
-
-def analyze(
-    uri: str,
-    out_dir: str | None = None,
-    fmt: str = "markdown",
-    *,
-    metric: str = "val_loss_balanced",
-    baseline: str = "uniform",
-    phase: str = "confirm",
-    make_plots: bool = True,
-) -> AnalysisReport:
-    """Analyse the results at ``uri``; write the table (``table.md``/``.csv``/``.json`` per
-    ``fmt``), ``plots/*.png``, ``report.md`` and ``report.html`` to ``out_dir`` (any storage
-    URI; default :func:`default_out_dir`)."""
-    from ado_ray import plots as plots_mod
-
-    if fmt not in FORMATS and fmt != "md":
-        raise ValueError(f"unknown table format {fmt!r}; use one of {FORMATS}")
-    res = read_results(uri, with_steps=False)  # plots read the steps of the trials they draw
-    out_dir = storage.normalize(out_dir) if out_dir else default_out_dir(res.uri, res.study)
-    messages: list[str] = []
-    table = main_table(res, phase=phase, baseline=baseline)
-    messages += table.attrs.get("notes", [])
-    importances, imp_msg = hp_importances(res, metric=metric)
-
-    table_text = format_table(table, fmt)
-    ext = {"markdown": "md", "md": "md", "csv": "csv", "json": "json", "html": "html"}[fmt]
-    table_path = storage.join(out_dir, f"table.{ext}")
-    storage.write_text_atomic(table_path, table_text)
-
-    figures: list[tuple[str, str, str]] = []  # (uri, title, caption)
-    if make_plots:
-        best_cid, best_phase = best_ado_config(table, res, metric)
-        for name, title, build in (
-            (
-                "weights.png",
-                "Mixture weights",
-                lambda: plots_mod.plot_weights(res, table, best_cid, best_phase),
-            ),
-            (
-                "val_loss.png",
-                "Validation loss per domain",
-                lambda: plots_mod.plot_val_curves(res, table),
-            ),
-            (
-                "scaling_laws.png",
-                "Fitted scaling laws (best ADO trial)",
-                lambda: plots_mod.plot_scaling_laws(res, best_cid, best_phase, metric),
-            ),
-            (
-                "search.png",
-                "Search: hyperparameters vs metric",
-                lambda: plots_mod.plot_search(res, metric),
-            ),
-        ):
-            try:
-                fig, caption = build()
-            except Exception as exc:  # a plot must not sink the report
-                fig, caption = None, f"{type(exc).__name__}: {exc}"
-            if fig is None:
-                messages.append(f"{title}: not drawn ({caption})")
-                continue
-            target = storage.join(out_dir, "plots", name)
-            plots_mod.save_png(fig, target)
-            figures.append((target, title, caption))
-
-    md, page = _render_report(res, table, importances, imp_msg, figures, messages, out_dir, metric)
-    report_path = storage.join(out_dir, "report.md")
-    html_path = storage.join(out_dir, "report.html")
-    storage.write_text_atomic(report_path, md)
-    storage.write_text_atomic(html_path, page)
-    return AnalysisReport(
-        table=table,
-        importances=importances,
-        plots=[f[0] for f in figures],
-        report_path=report_path,
-        html_path=html_path,
-        table_path=table_path,
-        table_text=table_text,
-        messages=[*messages, imp_msg],
-    )
-
-
-def _render_report(
-    res: Results,
-    table: pd.DataFrame,
-    importances: dict[str, float] | None,
-    imp_msg: str,
-    figures: list[tuple[str, str, str]],
-    messages: list[str],
-    out_dir: str,
-    metric: str,
-) -> tuple[str, str]:
-    study = res.study or "study"
-    meta = res.meta or {}
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    head = (
-        f"Results: `{res.uri}` · schema version {meta.get('schema_version', '?')} · "
-        f"package {meta.get('package_version', '?')} · analysed {now}"
-    )
-    phase = table.attrs.get("phase")
-    baseline = table.attrs.get("baseline")
-    intro = (
-        f"Phase **{phase}**, completed trials only. Mean ± half-width of the 95% t-interval over "
-        f"seeds (n/a with one seed). Δ = arm − {baseline}, paired by seed, with its 95% t-interval; "
-        "'better' when the interval lies below 0 (lower loss); n = the seeds paired. "
-        "The intervals are not corrected for comparing several ADO configurations."
-    )
-    agg, dom, cfg = _split_table(table)
-    summary = _trial_summary(res.trials)
-    failed = _failed(res.trials)
-    imp_frame = (
-        pd.DataFrame(
-            {"hyperparameter": list(importances), "importance": list(importances.values())}
-        )
-        if importances
-        else None
-    )
-
-    md: list[str] = [f"# Analysis of study `{study}`", "", head, ""]
-    md += [
-        "## Trials",
-        "",
-        _markdown(summary.astype(str)) if not summary.empty else "No trials recorded.\n",
-    ]
-    if failed is not None:
-        md += ["Failed trials:", "", _markdown(failed)]
-    md += ["## Main comparison", "", intro, ""]
-    md += [
-        format_table(agg, "markdown") if not table.empty else "No completed trials to compare.\n"
-    ]
-    if not table.empty:
-        md += ["### Final validation loss per domain", "", format_table(dom, "markdown")]
-        md += ["### Configurations", "", _markdown(cfg.astype(str))]
-    md += ["## Hyperparameter importances (ADO, search phase)", "", imp_msg + ".", ""]
-    if imp_frame is not None:
-        md += [format_table(imp_frame, "markdown")]
-    md += ["## Plots", ""]
-    for target, title, caption in figures:
-        md += [f"### {title}", "", f"![{title}]({_rel(out_dir, target)})", "", caption, ""]
-    if messages:
-        md += ["## Notes", "", *[f"- {m}" for m in messages], ""]
-
-    e = html.escape
-    body: list[str] = [
-        f"<h1>Analysis of study <code>{e(study)}</code></h1>",
-        f"<p>{e(head.replace('`', ''))}</p>",
-    ]
-    body += ["<h2>Trials</h2>", summary.to_html(index=False, border=0, classes="table")]
-    if failed is not None:
-        body += ["<p>Failed trials:</p>", failed.to_html(index=False, border=0, classes="table")]
-    body += ["<h2>Main comparison</h2>", f"<p>{e(intro).replace('**', '')}</p>"]
-    if not table.empty:
-        body += [
-            format_table(agg, "html"),
-            "<h3>Final validation loss per domain</h3>",
-            format_table(dom, "html"),
-        ]
-        body += ["<h3>Configurations</h3>", cfg.to_html(index=False, border=0, classes="table")]
-    else:
-        body += ["<p>No completed trials to compare.</p>"]
-    body += ["<h2>Hyperparameter importances (ADO, search phase)</h2>", f"<p>{e(imp_msg)}.</p>"]
-    if imp_frame is not None:
-        body += [format_table(imp_frame, "html")]
-    body += ["<h2>Plots</h2>"]
-    for target, title, caption in figures:
-        body += [
-            f'<figure><img src="{e(_rel(out_dir, target))}" alt="{e(title)}">',
-            f"<figcaption><b>{e(title)}.</b> {e(caption)}</figcaption></figure>",
-        ]
-    if messages:
-        body += ["<h2>Notes</h2>", "<ul>", *[f"<li>{e(m)}</li>" for m in messages], "</ul>"]
-    style = (
-        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "img{max-width:100%}figure{margin:1.5em 0}"
-    )
-    page = (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>{e(study)} analysis</title><style>{style}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-    return "\n".join(md), page
-
-
-def _failed(trials: pd.DataFrame) -> pd.DataFrame | None:
-    if trials.empty:
-        return None
-    bad = trials[trials["status"] == "failed"]
-    if bad.empty:
-        return None
-    errors = (
-        bad["error"]
-        .fillna("")
-        .astype(str)
-        .map(lambda s: (s.strip().splitlines() or [""])[-1][:200])
-    )
-    return pd.DataFrame(
-        {
-            "trial_id": bad["trial_id"].astype(str),
-            "arm": bad["arm"].astype(str),
-            "phase": bad["phase"].astype(str),
-            "error": errors,
-        }
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ado-ray analyze", description="Tables, plots and a report from a study's results."
-    )
-    p.add_argument("results", help="results directory (local path, file://, s3://, gs://)")
-    p.add_argument(
-        "--out",
-        default=None,
-        help="output directory (default: <results>/analysis, or ./analysis-<study> for remote results)",
-    )
-    p.add_argument(
-        "--format",
-        dest="fmt",
-        choices=["markdown", "csv", "json"],
-        default="markdown",
-        help="format of the printed table",
-    )
-    p.add_argument(
-        "--metric",
-        default="val_loss_balanced",
-        help="metric for the best configuration and the importances",
-    )
-    p.add_argument(
-        "--baseline", default="uniform", help="arm the paired differences are taken against"
-    )
-    p.add_argument(
-        "--phase", default="confirm", help="phase of the main table (falls back to search)"
-    )
-    p.add_argument("--no-plots", action="store_true", help="skip the plots")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    report = analyze(
-        args.results,
-        args.out,
-        args.fmt,
-        metric=args.metric,
-        baseline=args.baseline,
-        phase=args.phase,
-        make_plots=not args.no_plots,
-    )
-    sys.stdout.write(report.table_text)
-    for m in report.messages:
-        print(f"note: {m}", file=sys.stderr)
-    print(f"report: {report.report_path}", file=sys.stderr)
-    return 0
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "AnalysisReport",
-    "analyze",
+    "COMPUTE_COLUMNS",
+    "REFERENCE_POLICY",
+    "SearchSpace",
+    "arm_policies",
+    "best_config",
+    "declared_search_space",
+    "display_frame",
+    "distribution",
     "format_table",
     "hp_importances",
-    "main",
     "main_table",
+    "markdown_table",
     "mean_ci",
+    "reference_arm",
     "search_space",
+    "searched_arms",
 ]
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,9 @@
-"""The ``ado-ray`` command: ``sweep``, ``train`` and ``analyze``."""
+"""The ``ado-ray`` command: ``validate``, ``sweep``, ``train``, ``analyze`` and ``policies``.
+
+Thin over the library: each command loads and checks its input first (one line naming the field
+on bad input, exit 2), then calls one function of ``ado_ray``. Heavy modules (Ray, torch) are
+imported only by the commands that run something.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,42 @@ from typing import Any
 from ado_ray import __version__
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from ado_ray.distributed.sweep import run_sweep
+def _load(args: argparse.Namespace) -> Any:
     from ado_ray.study import load_study
 
-    study = load_study(args.study).with_overrides(args.set or [])
-    results = run_sweep(study, storage_uri=args.storage, resume=args.resume, address=args.address)
+    return load_study(args.study).with_overrides(args.set or [])
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from ado_ray.preflight import preflight
+
+    print(preflight(_load(args)).plan.text())
+    return 0
+
+
+def _cmd_policies(args: argparse.Namespace) -> int:
+    from ado_ray.policies import policy_class, policy_names
+
+    for name in policy_names():
+        cls = policy_class(name)
+        print(f"{name}: {cls.describe()}  [needs: {cls.needs.describe()}]")
+        for opt in cls.user_options().values():
+            default = "required" if opt.required else repr(opt.default)
+            print(f"  {opt.name} = {default}: {opt.describe()}; {opt.doc}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ado_ray.distributed.sweep import run_sweep
+
+    study = _load(args)
+    results = run_sweep(
+        study,
+        storage_uri=args.storage,
+        resume=args.resume,
+        address=args.address,
+        announce=lambda text: print(text, flush=True),
+    )
     _quiet_ray()
     print(results, flush=True)  # the last line: where the results are
     return 0
@@ -61,36 +96,31 @@ def _format_summary(record: dict[str, Any]) -> str:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ado_ray import storage
-    from ado_ray.data import load_corpus
     from ado_ray.distributed.runtime import init_ray
-    from ado_ray.distributed.sweep import _placement, validate_before_compute
+    from ado_ray.distributed.sweep import _placement
     from ado_ray.distributed.trainer import run_trial
-    from ado_ray.study import load_study
-    from ado_ray.train.config import TrainConfig
+    from ado_ray.preflight import preflight
 
-    study = load_study(args.study).with_overrides(args.set or [])
-    if args.arm not in study.arms:
-        raise SystemExit(f"--arm {args.arm!r}: the study has arms {sorted(study.arms)}")
-    corpus = load_corpus(study.data.source, **study.data.options)
-    steps = validate_before_compute(study, corpus)
-    options = (
-        study.default_ado_options(steps)
-        if args.arm == "ado"
-        else dict(study.baseline_arms())[args.arm]
-    )
+    study = _load(args)
+    label = args.arm or ("ado" if "ado" in study.arms else next(iter(study.arms)))
+    if label not in study.arms:
+        raise ValueError(f"--arm {label!r}: the study has arms {', '.join(study.arms)}")
     seed = study.seeds[0] if args.seed is None else args.seed
-    cfg = TrainConfig(**study.trial_config(args.arm, options, seed))
+    if seed < 0:
+        raise ValueError(f"--seed {seed}: allowed an integer >= 0")
+    checked = preflight(study)
+    cfg = study.run_config(label, study.default_arm_options(label, checked.steps), seed)
     init_ray(args.address)
-    name = f"debug-{args.arm}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = f"debug-{label}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     root = storage.join(storage.normalize(args.storage or study.storage), study.name, "debug")
-    record = run_trial(cfg, name, root, _placement(study), corpus=corpus)
+    record = run_trial(cfg, name, root, _placement(study), corpus=checked.corpus)
     _quiet_ray()
     print(_format_summary(record))
     return 0
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from ado_ray.analysis import analyze
+    from ado_ray.report import analyze
 
     report = analyze(args.results, out_dir=args.out, fmt=args.format)
     print(report.text if hasattr(report, "text") else report.table.to_string())
@@ -104,7 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("sweep", help="run a whole study: ADO search, then confirm vs baselines")
+    p = sub.add_parser("validate", help="check a study and print its plan; runs nothing")
+    p.add_argument("study", help="study YAML file or shipped study name")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study field")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("policies", help="list the policies (built-in and plugins) and options")
+    p.set_defaults(func=_cmd_policies)
+
+    p = sub.add_parser("sweep", help="run a whole study: searches, then the confirm phase")
     p.add_argument("study", help="study YAML file (see studies/)")
     p.add_argument("--storage", help="results/checkpoint URI; overrides the study's storage")
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
@@ -114,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="run one trial of a study locally on Ray, for debugging")
     p.add_argument("study")
-    p.add_argument("--arm", default="ado", help="uniform | natural | fixed | ado")
+    p.add_argument("--arm", help="an arm label of the study (default: ado, else the first arm)")
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study field")
     p.add_argument("--storage")

@@ -3,13 +3,19 @@ figures render through Agg whatever backend the caller uses) and saved as PNG th
 :mod:`ado_ray.storage`, so they can land on any URI.
 
 Each ``plot_*`` returns ``(figure, caption)``, or ``(None, reason)`` when the results hold
-nothing to draw.
+nothing to draw. The plots draw what the writer recorded: the count unit and sequence length
+of the scaling-law plot come from the trial's policy options (``hp_`` columns) and meta.json,
+the search plots' axes from meta.json's search spaces (:func:`ado_ray.analysis.search_space`).
+Only version-1 results, which lack them, get a clearly labelled approximation.
+
+Imports :mod:`ado_ray.analysis` (tables, search spaces), never the other way round.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,11 +23,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ado_ray import storage
+from ado_ray.analysis import SPACE_FROM_META, arm_policies, search_space
 from ado_ray.results import HP_PREFIX, Results
 
 #: Values of ``hp_count_mode`` meaning "each law is indexed by its own domain's sequences".
 OWN_COUNT_MODES = frozenset({"own", "domain", "per_domain", "own_domain"})
+#: Where version-1 results may name the sequence length in their study file (the fallback).
 _SEQ_LEN_KEYS = ("seq_len", "sequence_length", "context_length", "block_size", "n_ctx")
+#: The diagnostics of a fitted scaling law L(n) = eps + beta * n^-alpha (ADO's), per domain,
+#: and the step it was fitted at (optional: without it, the last step the law was recorded).
+LAW_NAMES: tuple[str, ...] = ("law_eps", "law_beta", "law_alpha")
+LAW_FIT_STEP = "law_fit_step"
 
 
 def save_png(fig: Figure, uri: str, dpi: int = 110) -> None:
@@ -80,21 +92,31 @@ def _trials_of(res: Results, config_id: str | None, phase: str | None) -> pd.Dat
 
 
 def plot_weights(
-    res: Results, table: pd.DataFrame, best_config: str | None, best_phase: str | None
-):
-    """Stacked mixture weights over training steps, one panel per arm: the best ADO
-    configuration and each baseline configuration of the main table, for one common seed."""
+    res: Results,
+    table: pd.DataFrame,
+    best_configs: Mapping[str, tuple[str | None, str | None]],
+) -> tuple[Figure | None, str]:
+    """Stacked mixture weights over training steps, one panel per configuration, in arm order:
+    for each searched arm (a key of ``best_configs``: arm -> (config_id, phase)) its best
+    configuration, for every other arm each of its configurations in the main table; one
+    common seed."""
     phase = table.attrs.get("phase")
+    order = list(arm_policies(res))
+    in_table = list(dict.fromkeys(table["arm"])) if not table.empty else []
     panels: list[tuple[str, pd.DataFrame]] = []  # (label, candidate trials)
-    if best_config is not None:
-        label = next(
-            (r.label for r in table.itertuples() if r.config_id == best_config),
-            f"ado#{best_config[:6]}",
-        )
-        panels.append((f"{label} (best ADO)", _trials_of(res, best_config, best_phase)))
-    for r in table.itertuples():
-        if r.arm != "ado":
-            panels.append((str(r.label), _trials_of(res, r.config_id, phase)))
+    for arm in [*order, *[a for a in in_table if a not in order]]:
+        if arm in best_configs:
+            cid, best_phase = best_configs[arm]
+            if cid is not None:
+                label = next(
+                    (r.label for r in table.itertuples() if r.config_id == cid),
+                    f"{arm}#{cid[:6]}",
+                )
+                panels.append((f"{label} (best)", _trials_of(res, cid, best_phase)))
+            continue
+        for r in table.itertuples():
+            if r.arm == arm:
+                panels.append((str(r.label), _trials_of(res, r.config_id, phase)))
     wanted = {tid for _, t in panels for tid in t["trial_id"]}
     steps = res.steps_for(wanted)
     with_steps = set(steps["trial_id"].unique())
@@ -138,8 +160,8 @@ def plot_weights(
     axes[0].legend(loc="upper left", fontsize=7, ncol=min(3, len(domains)), framealpha=0.8)
     fig.suptitle("Mixture weights over training")
     caption = (
-        "Sampling weight of each domain at each training step (stacked), for the best ADO "
-        f"configuration and the baselines, seed {seed}."
+        "Sampling weight of each domain at each training step (stacked): the best configuration "
+        f"of each searched arm and the configurations of the other arms, seed {seed}."
     )
     return fig, caption
 
@@ -148,7 +170,7 @@ def plot_weights(
 # (2) validation curves
 
 
-def plot_val_curves(res: Results, table: pd.DataFrame):
+def plot_val_curves(res: Results, table: pd.DataFrame) -> tuple[Figure | None, str]:
     """Per-domain validation loss over training, a line per configuration of the main table
     (mean over its seeds), with the domain's entropy rate dashed where it is known."""
     if res.evals.empty or table.empty:
@@ -190,23 +212,34 @@ def plot_val_curves(res: Results, table: pd.DataFrame):
 # (3) scaling laws
 
 
-def seq_len_of(res: Results, trial: pd.Series | None = None) -> int | None:
-    """The sequence length: the trial's ``seq_len`` column, else meta.json's, else the study
-    file's (first key among seq_len / sequence_length / context_length / block_size / n_ctx)."""
-    if trial is not None:
-        value = trial.get("seq_len")
-        if value is not None and pd.notna(value) and value > 0:
-            return int(value)
-    meta = res.meta or {}
-    for key in _SEQ_LEN_KEYS:
-        if isinstance(meta.get(key), (int, float)) and meta[key] > 0:
-            return int(meta[key])
-    if not res.study_yaml:
+def _positive_int(value: Any) -> int | None:
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    try:
+        if pd.isna(value) or value <= 0:
+            return None
+    except (TypeError, ValueError):
+        return None
+    return int(value)
+
+
+def is_version_1(res: Results, trial: pd.Series | None = None) -> bool:
+    """Whether the trial (else the results) was written with schema version 1, which records
+    no policy count options or sequence length for the plots to read."""
+    version = None if trial is None else trial.get("schema_version")
+    if version is None or pd.isna(version):
+        version = res.schema_version
+    return version is not None and int(version) == 1
+
+
+def _study_file_seq_len(study_yaml: str | None) -> int | None:
+    """Version-1 fallback: the first seq_len-like key anywhere in the study file."""
+    if not study_yaml:
         return None
     try:
         import yaml
 
-        doc = yaml.safe_load(res.study_yaml)
+        doc = yaml.safe_load(study_yaml)
     except Exception:
         return None
 
@@ -230,14 +263,33 @@ def seq_len_of(res: Results, trial: pd.Series | None = None) -> int | None:
     return find(doc)
 
 
+def seq_len_of(res: Results, trial: pd.Series | None = None) -> int | None:
+    """The sequence length a trial trained with, as recorded: its policy's ``seq_len`` option
+    (``hp_seq_len``), else meta.json's ``seq_len``, else the trial's ``seq_len`` column. Only
+    for version-1 results, the study file's first seq_len-like key as a last resort."""
+    if trial is not None:
+        found = _positive_int(trial.get(f"{HP_PREFIX}seq_len"))
+        if found:
+            return found
+    found = _positive_int((res.meta or {}).get("seq_len"))
+    if found:
+        return found
+    if trial is not None:
+        found = _positive_int(trial.get("seq_len"))
+        if found:
+            return found
+    return _study_file_seq_len(res.study_yaml) if is_version_1(res, trial) else None
+
+
 def count_convention(res: Results, trial: pd.Series) -> tuple[float, bool, str]:
-    """How the trial's ADO policy indexes its laws: (unit scale applied to cumulative sequence
+    """How the trial's policy indexes its laws: (unit scale applied to cumulative sequence
     counts, whether each domain counts only its own sequences, a sentence for the caption).
 
-    The policy's options are in the trial's hyperparameters (``hp_count_mode`` =
-    same_step_size / own, ``hp_count_unit`` = tokens_1024 / sequences, ``hp_seq_len``). Where
-    they are missing, n is approximated as all-domain cumulative sequences times seq_len/1024
-    (seq_len from the trial, meta.json or the study file), else in sequences."""
+    Read from the trial's policy options (``hp_count_mode`` = same_step_size / own,
+    ``hp_count_unit`` = tokens_1024 / sequences) and :func:`seq_len_of`. A version-2 trial
+    that lacks them raises ``ValueError`` (the plot is not drawn rather than guessed). Only for
+    version-1 results, which did not record them, n is approximated as all-domain cumulative
+    sequences times seq_len/1024, and the note says so."""
 
     def hp(name: str) -> Any:
         value = trial.get(f"{HP_PREFIX}{name}")
@@ -245,47 +297,86 @@ def count_convention(res: Results, trial: pd.Series) -> tuple[float, bool, str]:
 
     mode, unit = hp("count_mode"), hp("count_unit")
     own = isinstance(mode, str) and mode.lower() in OWN_COUNT_MODES
-    seq_len = hp("seq_len")
-    seq_len = int(seq_len) if seq_len is not None else seq_len_of(res, trial)
+    seq_len = seq_len_of(res, trial)
     who = "of that domain" if own else "of all domains"
+    if mode is not None and unit is not None and (unit == "sequences" or seq_len):
+        if unit == "sequences":
+            unit_text, scale = "sequences", 1.0
+        else:
+            unit_text = f"1024-token units (sequences × {seq_len}/1024)"
+            scale = seq_len / 1024
+        note = (
+            f"n is the policy's own count (count_mode={mode}, count_unit={unit}): cumulative "
+            f"sequences {who}, through each step, in {unit_text}."
+        )
+        return scale, own, note
+    if not is_version_1(res, trial):
+        missing = [n for n, v in (("count_mode", mode), ("count_unit", unit)) if v is None]
+        if not missing:
+            missing = ["seq_len (policy option or meta.json)"]
+        raise ValueError(
+            f"trial {trial.get('trial_id')} records no {', '.join(missing)}: n cannot be "
+            "placed without guessing"
+        )
     if unit == "sequences":
         scale, unit_text = 1.0, "sequences"
     elif seq_len:
         scale, unit_text = seq_len / 1024, f"1024-token units (sequences × {seq_len}/1024)"
     else:
         scale, unit_text = 1.0, "sequences (no seq_len known)"
-    if mode is not None and unit is not None and (unit == "sequences" or seq_len):
-        note = (
-            f"n is the policy's own count (count_mode={mode}, count_unit={unit}): cumulative "
-            f"sequences {who}, through each step, in {unit_text}."
-        )
-    else:
-        note = (
-            f"Approximation (the trial does not record the policy's count options): n = cumulative "
-            f"sequences {who}, through each step, in {unit_text}"
-            + (" (seq_len/1024 scaling)" if scale != 1.0 else "")
-            + "; the policy's own count may differ."
-        )
+    note = (
+        "Approximation (version-1 results do not record the policy's count options): n = "
+        f"cumulative sequences {who}, through each step, in {unit_text}"
+        + (" (seq_len/1024 scaling)" if scale != 1.0 else "")
+        + "; the policy's own count may differ."
+    )
     return scale, own, note
 
 
-def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | None, metric: str):
-    """Observed per-domain training loss of the best ADO trial against the count n, with the
-    law L(n) = eps + beta * n^-alpha of the last refit overlaid."""
-    if best_config is None:
-        return None, "no completed ADO trial"
-    t = _trials_of(res, best_config, best_phase)
-    steps = res.steps_for(t["trial_id"])
-    if steps.empty:
-        return None, "no per-step history for the best ADO configuration"
-    fitted = steps[steps["law_eps"].notna()]["trial_id"].unique()
-    cand = t[t["trial_id"].isin(fitted)]
-    if cand.empty:
-        return None, "no fitted laws recorded for the best ADO configuration"
-    trial = cand.sort_values(metric).iloc[0]
-    s = steps[steps["trial_id"] == trial["trial_id"]].sort_values(["step", "domain_index"])
+def law_trials(res: Results, config_id: str | None, phase: str | None) -> pd.DataFrame:
+    """The completed trials of a configuration whose diagnostics hold a fitted law
+    (law_eps, law_beta and law_alpha)."""
+    t = _trials_of(res, config_id, phase)
+    if t.empty:
+        return t
+    diag = res.diagnostics_for(t["trial_id"])
+    diag = diag[diag["name"].isin(LAW_NAMES) & diag["value"].notna()]
+    names = diag.groupby("trial_id")["name"].agg(lambda s: set(s))
+    fitted = [tid for tid, got in names.items() if set(LAW_NAMES) <= got]
+    return t[t["trial_id"].isin(fitted)]
 
-    n_scale, own, n_note = count_convention(res, trial)
+
+def plot_scaling_laws(
+    res: Results,
+    best_config: str | None,
+    best_phase: str | None,
+    metric: str,
+    arm: str | None = None,
+) -> tuple[Figure | None, str]:
+    """Observed per-domain training loss of the best trial of a configuration (an arm's best)
+    against the count n, with the law L(n) = eps + beta * n^-alpha of its last refit overlaid,
+    read from its law_eps/law_beta/law_alpha diagnostics (those ADO records)."""
+    who = arm or "the arm"
+    if best_config is None:
+        return None, f"no completed trial of {who}"
+    cand = law_trials(res, best_config, best_phase)
+    if cand.empty:
+        return None, f"no law diagnostics ({'/'.join(LAW_NAMES)}) for {who}'s best configuration"
+    trial = cand.sort_values(metric).iloc[0]
+    tid = trial["trial_id"]
+    try:
+        n_scale, own, n_note = count_convention(res, trial)
+    except ValueError as exc:
+        return None, str(exc)
+    s = res.steps_for([tid]).sort_values(["step", "domain_index"])
+    if s.empty:
+        return None, f"no per-step history for trial {tid}"
+    diag = res.diagnostics_for([tid])
+    diag = diag[diag["name"].isin([*LAW_NAMES, LAW_FIT_STEP])]
+    laws = diag.pivot_table(
+        index=["domain", "step"], columns="name", values="value", aggfunc="first", dropna=False
+    )
+
     unit_short = "1024-token seqs" if n_scale != 1.0 else "sequences"
     counts = s.pivot_table(index="step", columns="domain", values="count", aggfunc="sum").fillna(
         0.0
@@ -305,12 +396,15 @@ def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | N
         ax.scatter(
             n_obs[ok], obs[ok], s=5, alpha=0.35, color=colors[d], label="observed train loss"
         )
-        laws = sd[sd["law_eps"].notna()]
-        if not laws.empty:
-            last_step = laws.index.max()
-            eps, beta, alpha = (
-                float(laws.loc[last_step, c]) for c in ("law_eps", "law_beta", "law_alpha")
-            )
+        ld = laws.xs(d, level="domain") if d in laws.index.get_level_values("domain") else None
+        if ld is not None:
+            ld = ld[ld.reindex(columns=list(LAW_NAMES)).notna().all(axis=1)]
+        if ld is not None and not ld.empty:
+            last_step = ld.index.max()
+            eps, beta, alpha = (float(ld.loc[last_step, c]) for c in LAW_NAMES)
+            fit_step = last_step
+            if LAW_FIT_STEP in ld.columns and pd.notna(ld.loc[last_step, LAW_FIT_STEP]):
+                fit_step = int(ld.loc[last_step, LAW_FIT_STEP])  # recorded each step: when fit
             positive = n_all[n_all > 0]
             if not positive.empty:
                 grid = np.geomspace(float(positive.min()), float(positive.max()), 200)
@@ -319,11 +413,11 @@ def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | N
                     eps + beta * grid ** (-alpha),
                     color="k",
                     lw=1.5,
-                    label=f"law @ step {last_step}",
+                    label=f"law fitted @ step {fit_step}",
                 )
                 ax.axhline(eps, color="k", ls=":", lw=0.8, label=f"eps = {eps:.3g}")
-                if last_step in n_all.index and n_all[last_step] > 0:
-                    ax.axvline(float(n_all[last_step]), color="0.5", ls="--", lw=0.8)
+                if fit_step in n_all.index and n_all[fit_step] > 0:
+                    ax.axvline(float(n_all[fit_step]), color="0.5", ls="--", lw=0.8)
             ax.set_title(f"{d}: eps={eps:.3g}, beta={beta:.3g}, alpha={alpha:.3g}", fontsize=9)
         else:
             ax.set_title(f"{d}: no law fitted", fontsize=9)
@@ -332,10 +426,11 @@ def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | N
         ax.set_xlabel(f"n ({'own' if own else 'all-domain'} {unit_short}, cumulative)")
         ax.set_ylabel("train loss")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Scaling-law fits of trial {trial['trial_id']} (seed {trial['seed']})")
+    fig.suptitle(f"Scaling-law fits of {who} trial {tid} (seed {trial['seed']})")
     caption = (
-        "Observed per-domain training loss against n, with the law L(n) = eps + beta·n^(−alpha) of "
-        f"the last refit (solid; dashed vertical line: n at that refit). {n_note}"
+        f"{who}'s best configuration: observed per-domain training loss against n, with the law "
+        "L(n) = eps + beta·n^(−alpha) of the last refit (solid; dashed vertical line: n at that "
+        f"refit), from the trial's law diagnostics. {n_note}"
     )
     return fig, caption
 
@@ -344,11 +439,11 @@ def plot_scaling_laws(res: Results, best_config: str | None, best_phase: str | N
 # (4) search
 
 
-def plot_search(res: Results, metric: str, arm: str = "ado", phase: str = "search"):
-    """The search phase: the metric against each varying hyperparameter (a slice plot), the best
-    configuration highlighted."""
-    from ado_ray.analysis import search_space
-
+def plot_search(
+    res: Results, metric: str, arm: str, phase: str = "search"
+) -> tuple[Figure | None, str]:
+    """A searched arm's search phase: the metric against each varying hyperparameter (a slice
+    plot) over the axes of its declared search space, the best configuration highlighted."""
     space = search_space(res, metric, arm, phase)
     t = space.trials
     if t.empty:
@@ -365,6 +460,7 @@ def plot_search(res: Results, metric: str, arm: str = "ado", phase: str = "searc
         ax.set_ylabel(metric)
         fig.suptitle(f"{arm} search: {metric} per trial (no varying hyperparameter)")
         return fig, f"{metric} of each completed {arm} search trial; red: best configuration."
+    declared = space.source == SPACE_FROM_META
     fig, axes = _figure(len(cols), max_cols=4, w=3.6, h=3.0)
     rng = np.random.default_rng(0)
     for ax, col in zip(axes, cols):
@@ -373,12 +469,8 @@ def plot_search(res: Results, metric: str, arm: str = "ado", phase: str = "searc
         has = values.notna().to_numpy()
         if hasattr(dist, "choices"):
             choices = list(dist.choices)
-            index = {c: i for i, c in enumerate(choices)}
             x = np.array(
-                [
-                    index.get(v.item() if isinstance(v, np.generic) else v, np.nan) if h else np.nan
-                    for v, h in zip(values, has)
-                ],
+                [_choice_index(choices, v) if h else np.nan for v, h in zip(values, has)],
                 dtype=float,
             )
             x = x + rng.uniform(-0.12, 0.12, len(x))
@@ -387,6 +479,8 @@ def plot_search(res: Results, metric: str, arm: str = "ado", phase: str = "searc
             if getattr(dist, "log", False):
                 ax.set_xscale("log")
                 _plain_log_ticks(ax)
+            if declared:  # the whole declared range: where in it the search went
+                ax.set_xlim(*_padded(float(dist.low), float(dist.high), dist.log))
         ax.scatter(x[has & ~best], y[has & ~best], s=22, alpha=0.7, color="C0", label="trial")
         ax.scatter(x[has & best], y[has & best], s=40, marker="*", color="C3", label="best config")
         if hasattr(dist, "choices"):
@@ -399,6 +493,27 @@ def plot_search(res: Results, metric: str, arm: str = "ado", phase: str = "searc
     fig.suptitle(f"{arm} search ({len(t)} completed trials): {metric} against each hyperparameter")
     caption = (
         f"Slice plot of the {arm} search phase: {metric} of every completed trial against each "
-        "hyperparameter that varies; stars mark the configuration with the lowest mean."
+        "hyperparameter that varies; stars mark the configuration with the lowest mean. Axes: "
+        + (
+            "the declared search space (meta.json)."
+            if declared
+            else "the observed range (version-1 results record no search space)."
+        )
     )
     return fig, caption
+
+
+def _choice_index(choices: list[Any], value: Any) -> float:
+    value = value.item() if isinstance(value, np.generic) else value
+    for i, c in enumerate(choices):
+        if c is value or (type(c) is type(value) and c == value):
+            return float(i)
+    return float("nan")
+
+
+def _padded(low: float, high: float, log: bool) -> tuple[float, float]:
+    if log and low > 0:
+        pad = (high / low) ** 0.04
+        return low / pad, high * pad
+    pad = 0.04 * (high - low) or 0.5
+    return low - pad, high + pad

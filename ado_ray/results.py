@@ -3,19 +3,24 @@
 A results directory (any URI :mod:`ado_ray.storage` understands: a local path, ``file://``,
 ``s3://``, ``gs://``) holds::
 
-    trials.parquet   one row per trial (wide: hyperparameters as hp_<name>, final aggregates)
-    steps.parquet    one row per (trial, training step, domain): weight, count, train loss, law
-    evals.parquet    one row per (trial, evaluation step, domain): held-out loss and perplexity
-    study.yaml       the study file as run
-    meta.json        package version, schema version, creation time (plus optional extras)
-    VERSION          the schema version as text
-    parts/           <trial_id>.{trials,steps,evals}.parquet, one set per trial
+    trials.parquet       one row per trial (wide: hyperparameters as hp_<name>, final aggregates)
+    steps.parquet        one row per (trial, training step, domain): weight, count, train loss
+    evals.parquet        one row per (trial, evaluation step, domain): held-out loss, perplexity
+    diagnostics.parquet  one row per (trial, step, domain, name): the policy's diagnostics
+    study.yaml           the study file as run
+    meta.json            package version, schema version, creation time (plus extras)
+    VERSION              the schema version as text
+    parts/               <trial_id>.{trials,steps,evals,diagnostics}.parquet, one set per trial
 
 Each finished trial is written as its own part files (so concurrent trials never touch the same
 file, and a re-added trial simply replaces its parts); :meth:`ResultsWriter.merge` concatenates
-them into the three top-level files. Every file is written atomically (temporary sibling, then
+them into the top-level files. Every file is written atomically (temporary sibling, then
 rename; a single PUT on object stores), so a crash never leaves a half-written file behind.
 The README's "Results schema" section documents every column.
+
+Schema version 1 (before labelled arms and generic policy diagnostics) still reads: its trials
+have no ``policy`` column (the policy is the arm) and no ``eval_tokens``, and its steps carry
+``law_eps/law_beta/law_alpha``, which the reader turns into diagnostics rows of those names.
 
 The files are plain Parquet: no pandas index metadata, no extension types, timestamps as
 ``timestamp[us, tz=UTC]``, JSON lists stored as strings. DuckDB, pandas and polars read them
@@ -44,11 +49,12 @@ import pyarrow.parquet as pq
 
 from ado_ray import storage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TRIALS_FILE = "trials.parquet"
 STEPS_FILE = "steps.parquet"
 EVALS_FILE = "evals.parquet"
+DIAGNOSTICS_FILE = "diagnostics.parquet"
 STUDY_FILE = "study.yaml"
 META_FILE = "meta.json"
 VERSION_FILE = "VERSION"
@@ -68,6 +74,7 @@ TRIALS_FIELDS: tuple[pa.Field, ...] = (
     pa.field("study", pa.string()),
     pa.field("trial_id", pa.string(), nullable=False),
     pa.field("arm", pa.string()),
+    pa.field("policy", pa.string()),
     pa.field("phase", pa.string()),
     pa.field("config_id", pa.string()),
     pa.field("seed", pa.int64()),
@@ -80,6 +87,7 @@ TRIALS_FIELDS: tuple[pa.Field, ...] = (
     pa.field("excess_loss_balanced", pa.float64()),
     pa.field("final_train_loss", pa.float64()),
     pa.field("tokens_seen", pa.int64()),
+    pa.field("eval_tokens", pa.int64()),
     pa.field("steps", pa.int64()),
     pa.field("seq_len", pa.int64()),
     pa.field("wall_seconds", pa.float64()),
@@ -107,6 +115,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "excess_loss_balanced",
     "final_train_loss",
     "tokens_seen",
+    "eval_tokens",
     "steps",
     "seq_len",
     "wall_seconds",
@@ -116,7 +125,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "time_policy_wait_s",
     "time_eval_s",
 )
-_INT_METRICS = frozenset({"tokens_seen", "steps", "seq_len"})
+_INT_METRICS = frozenset({"tokens_seen", "eval_tokens", "steps", "seq_len"})
 
 STEPS_SCHEMA = pa.schema(
     [
@@ -127,12 +136,12 @@ STEPS_SCHEMA = pa.schema(
         pa.field("weight", pa.float64()),
         pa.field("count", pa.int64()),
         pa.field("train_loss", pa.float64()),
-        pa.field("law_eps", pa.float64()),
-        pa.field("law_beta", pa.float64()),
-        pa.field("law_alpha", pa.float64()),
     ]
 )
 STEPS_COLUMNS: tuple[str, ...] = tuple(STEPS_SCHEMA.names)
+#: The steps.parquet columns of schema version 1 that version 2 keeps in diagnostics.parquet
+#: (ADO's fitted law, set on refit steps only); also the names of those diagnostics.
+LEGACY_LAW_COLUMNS: tuple[str, ...] = ("law_eps", "law_beta", "law_alpha")
 
 EVALS_SCHEMA = pa.schema(
     [
@@ -149,8 +158,26 @@ EVALS_SCHEMA = pa.schema(
 )
 EVALS_COLUMNS: tuple[str, ...] = tuple(EVALS_SCHEMA.names)
 
+DIAGNOSTICS_SCHEMA = pa.schema(
+    [
+        pa.field("trial_id", pa.string(), nullable=False),
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("domain_index", pa.int32(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+    ]
+)
+DIAGNOSTICS_COLUMNS: tuple[str, ...] = tuple(DIAGNOSTICS_SCHEMA.names)
+
 _RECORD_KEYS = frozenset(TRIALS_COLUMNS) | {"hparams", "metrics"}
-_PART_KINDS = ("trials", "steps", "evals")
+_PART_KINDS = ("trials", "steps", "evals", "diagnostics")
+#: Sort keys of the long files (the merged files are in this order, a row group per trial).
+_KEYS: dict[str, tuple[str, ...]] = {
+    "steps": ("trial_id", "step", "domain_index"),
+    "evals": ("trial_id", "step", "domain_index"),
+    "diagnostics": ("trial_id", "step", "name", "domain_index"),
+}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 _MAX_ERROR_CHARS = 20_000
 
@@ -299,7 +326,8 @@ def steps_table(
     """Long-format steps rows from the training loop's wide per-step dicts.
 
     Each dict: ``step``, ``weights`` [K], ``counts`` [K], ``train_loss`` [K] (NaN where the
-    domain had no sequences), ``law`` None or K triples (eps, beta, alpha).
+    domain had no sequences). Its ``diagnostics`` (or old ``law``) go to
+    :func:`diagnostics_table`.
     """
     k = len(domains)
     cols: dict[str, list[Any]] = {name: [] for name in STEPS_COLUMNS}
@@ -308,23 +336,11 @@ def steps_table(
         weights = _as_list(row.get("weights"), k, "weights", step)
         counts = _as_list(row.get("counts"), k, "counts", step)
         losses = _as_list(row.get("train_loss"), k, "train_loss", step)
-        law = row.get("law")
-        if law is None:
-            laws: list[Any] = [None] * k
-        else:
-            laws = list(law)
-            if len(laws) != k:
-                raise ValueError(f"results: step {step}: law has {len(laws)} rows, expected {k}")
         for i, name in enumerate(domains):
             count = _opt_int(counts[i])
             loss = _opt_float(losses[i])
             if count == 0:
                 loss = None
-            triple = laws[i]
-            if triple is None:
-                eps = beta = alpha = None
-            else:
-                eps, beta, alpha = (_opt_float(x) for x in triple)
             cols["trial_id"].append(trial_id)
             cols["step"].append(step)
             cols["domain"].append(str(name))
@@ -332,10 +348,81 @@ def steps_table(
             cols["weight"].append(_opt_float(weights[i]))
             cols["count"].append(count)
             cols["train_loss"].append(loss)
-            cols["law_eps"].append(eps)
-            cols["law_beta"].append(beta)
-            cols["law_alpha"].append(alpha)
     return pa.Table.from_pydict(cols, schema=STEPS_SCHEMA)
+
+
+def _step_diagnostics(row: Mapping[str, Any], k: int, step: int) -> dict[str, list[Any]]:
+    """name -> K values of one step row: its ``diagnostics`` mapping, plus the old ``law`` key
+    (K triples eps, beta, alpha, or None) as law_eps/law_beta/law_alpha unless already given."""
+    out: dict[str, list[Any]] = {}
+    diag = row.get("diagnostics")
+    if diag is not None:
+        if not isinstance(diag, Mapping):
+            raise ValueError(
+                f"results: step {step}: diagnostics must map names to K values, got "
+                f"{type(diag).__name__}"
+            )
+        for name, values in diag.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"results: step {step}: diagnostic name {name!r} is not a name")
+            out[name] = _as_list(values, k, f"diagnostics[{name!r}]", step)
+    law = row.get("law")
+    if law is not None:
+        laws = list(law)
+        if len(laws) != k:
+            raise ValueError(f"results: step {step}: law has {len(laws)} rows, expected {k}")
+        for j, name in enumerate(LEGACY_LAW_COLUMNS):
+            if name not in out:
+                out[name] = [None if triple is None else list(triple)[j] for triple in laws]
+    return out
+
+
+def diagnostics_table(
+    trial_id: str, domains: Sequence[str], steps: Iterable[Mapping[str, Any]]
+) -> pa.Table:
+    """Long-format diagnostics rows (one per step, name and domain) from the per-step dicts'
+    ``diagnostics`` ({name: K floats} or None; the old ``law`` key maps to law_eps/law_beta/
+    law_alpha). NaN is stored as null (unknown), like everywhere else in the results."""
+    k = len(domains)
+    cols: dict[str, list[Any]] = {name: [] for name in DIAGNOSTICS_COLUMNS}
+    for row in steps:
+        step = _required_step(row)
+        diag = _step_diagnostics(row, k, step)
+        for name in sorted(diag):  # the merged files' order: step, name, domain
+            for i, domain in enumerate(domains):
+                cols["trial_id"].append(trial_id)
+                cols["step"].append(step)
+                cols["domain"].append(str(domain))
+                cols["domain_index"].append(i)
+                cols["name"].append(name)
+                cols["value"].append(_opt_float(diag[name][i]))
+    return pa.Table.from_pydict(cols, schema=DIAGNOSTICS_SCHEMA)
+
+
+def laws_to_diagnostics(steps: pa.Table) -> pa.Table:
+    """Diagnostics rows from a schema-version-1 steps table: one row per non-null
+    law_eps/law_beta/law_alpha cell (version 1 set them on refit steps only)."""
+    import pyarrow.compute as pc
+
+    pieces = []
+    for name in LEGACY_LAW_COLUMNS:
+        if name not in steps.column_names:
+            continue
+        col = steps.column(name).cast(pa.float64())
+        sub = steps.filter(pc.and_(pc.is_valid(col), pc.invert(pc.is_nan(col))))
+        pieces.append(
+            pa.table(
+                {
+                    "trial_id": sub.column("trial_id"),
+                    "step": sub.column("step"),
+                    "domain": sub.column("domain"),
+                    "domain_index": sub.column("domain_index"),
+                    "name": pa.array([name] * sub.num_rows, type=pa.string()),
+                    "value": sub.column(name),
+                }
+            )
+        )
+    return _sorted(_concat_long(pieces, DIAGNOSTICS_SCHEMA), _KEYS["diagnostics"])
 
 
 def evals_table(
@@ -397,6 +484,10 @@ def trial_table(
         )
     hparams = dict(record.get("hparams") or {})
     arm = record.get("arm")
+    # Arms are labels; several may run one policy. Records from before labels name only the arm.
+    policy = record.get("policy")
+    if policy is None:
+        policy = arm
     status = record.get("status")
     status = None if status is None else str(status).lower()
     if status is not None and status not in KNOWN_STATUSES:
@@ -415,6 +506,7 @@ def trial_table(
         "study": str(record.get("study") or study),
         "trial_id": trial_id,
         "arm": None if arm is None else str(arm),
+        "policy": None if policy is None else str(policy),
         "phase": None if record.get("phase") is None else str(record["phase"]),
         "config_id": (
             str(record["config_id"])
@@ -517,7 +609,8 @@ def concat_trials(tables: Sequence[pa.Table]) -> pa.Table:
     """Concatenate one-or-more-row trials tables whose hp_ columns differ in presence or type.
 
     Missing hp columns become null. A column that is int in some trials and float in others
-    becomes float; any other mixture becomes string (bools as ``true``/``false``).
+    becomes float; any other mixture becomes string (bools as ``true``/``false``). A row without
+    a policy (schema version 1, where the arm was the policy) gets its arm as policy.
     """
     if not tables:
         return empty_trials()
@@ -541,7 +634,17 @@ def concat_trials(tables: Sequence[pa.Table]) -> pa.Table:
             else:
                 arrays.append(pa.nulls(t.num_rows, type=f.type))
         aligned.append(pa.Table.from_arrays(arrays, schema=target))
-    return pa.concat_tables(aligned)
+    return _fill_policy(pa.concat_tables(aligned))
+
+
+def _fill_policy(table: pa.Table) -> pa.Table:
+    import pyarrow.compute as pc
+
+    policy = table.column("policy")
+    if policy.null_count == 0:
+        return table
+    filled = pc.coalesce(policy, table.column("arm"))
+    return table.set_column(table.schema.get_field_index("policy"), "policy", filled)
 
 
 def empty_trials() -> pa.Table:
@@ -625,29 +728,77 @@ def _mtime_ns(uri: str) -> int | None:
     return info.mtime_ns
 
 
-_FILES = {"trials": TRIALS_FILE, "steps": STEPS_FILE, "evals": EVALS_FILE}
-_LONG_SCHEMAS = {"steps": STEPS_SCHEMA, "evals": EVALS_SCHEMA}
-_LONG_KEYS = ("trial_id", "step", "domain_index")
+_FILES = {
+    "trials": TRIALS_FILE,
+    "steps": STEPS_FILE,
+    "evals": EVALS_FILE,
+    "diagnostics": DIAGNOSTICS_FILE,
+}
+_LONG_SCHEMAS = {"steps": STEPS_SCHEMA, "evals": EVALS_SCHEMA, "diagnostics": DIAGNOSTICS_SCHEMA}
+
+
+def _read_file(
+    target: str, trial_ids: Iterable[str] | None, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """A Parquet file (only the rows of ``trial_ids`` when given; only ``columns`` if given)."""
+    fs, path = storage.resolve(target)
+    cols = None if columns is None else list(columns)
+    if trial_ids is None:
+        return pq.read_table(path, filesystem=fs, columns=cols)
+    ids = sorted(set(trial_ids))
+    if not ids:
+        schema = pq.read_schema(path, filesystem=fs)
+        return (
+            schema.empty_table()
+            if cols is None
+            else pa.schema([schema.field(c) for c in cols]).empty_table()
+        )
+    # The merged files are sorted by trial_id with a row group per trial, so this reads little.
+    return pq.read_table(path, filesystem=fs, columns=cols, filters=[("trial_id", "in", ids)])
+
+
+def _legacy_law_columns(target: str) -> list[str]:
+    """The law_* columns of a (version-1) steps file, [] if it has none or is missing."""
+    fs, path = storage.resolve(target)
+    try:
+        names = pq.read_schema(path, filesystem=fs).names
+    except FileNotFoundError:
+        return []
+    return [c for c in LEGACY_LAW_COLUMNS if c in names]
+
+
+def _legacy_diagnostics(steps_uri: str, trial_ids: Iterable[str] | None) -> pa.Table | None:
+    """Diagnostics rows derived from a version-1 steps file's law columns, or None if it has
+    none (a version-2 steps file, or no file)."""
+    laws = _legacy_law_columns(steps_uri)
+    if not laws:
+        return None
+    columns = ["trial_id", "step", "domain", "domain_index", *laws]
+    try:
+        return laws_to_diagnostics(_read_file(steps_uri, trial_ids, columns))
+    except FileNotFoundError:  # replaced by a concurrent add_trial between scan and read
+        return None
 
 
 def _read_merged(uri: str, kind: str, trial_ids: Iterable[str] | None = None) -> pa.Table | None:
-    """The merged file of ``kind`` (only the rows of ``trial_ids`` when given), or None."""
+    """The merged file of ``kind`` (only the rows of ``trial_ids`` when given), or None.
+
+    Version-1 results have no diagnostics file: their diagnostics come from the law columns of
+    their steps file."""
     target = storage.join(uri, _FILES[kind])
     if not storage.exists(target):
+        if kind == "diagnostics":
+            return _legacy_diagnostics(storage.join(uri, STEPS_FILE), trial_ids)
         return None
-    if trial_ids is None:
-        return storage.read_table(target)
-    fs, path = storage.resolve(target)
-    ids = sorted(set(trial_ids))
-    if not ids:
-        return pq.read_schema(path, filesystem=fs).empty_table()
-    # The merged files are sorted by trial_id with a row group per trial, so this reads little.
-    return pq.read_table(path, filesystem=fs, filters=[("trial_id", "in", ids)])
+    return _read_file(target, trial_ids)
 
 
 def _read_part(parts: _Parts, trial_id: str, kind: str) -> pa.Table | None:
     entry = parts.files.get(trial_id, {}).get(kind)
     if entry is None:
+        steps = parts.files.get(trial_id, {}).get("steps")
+        if kind == "diagnostics" and steps is not None:  # a version-1 part: laws in its steps
+            return _legacy_diagnostics(steps[0], None)
         return None
     try:
         return storage.read_table(entry[0])
@@ -658,7 +809,7 @@ def _read_part(parts: _Parts, trial_id: str, kind: str) -> pa.Table | None:
 def _finish(kind: str, tables: list[pa.Table]) -> pa.Table:
     if kind == "trials":
         return _sorted(concat_trials(tables), ["trial_id"])
-    return _sorted(_concat_long(tables, _LONG_SCHEMAS[kind]), _LONG_KEYS)
+    return _sorted(_concat_long(tables, _LONG_SCHEMAS[kind]), _KEYS[kind])
 
 
 def _stale_part_ids(uri: str, parts: _Parts, merged_trials: pa.Table | None) -> list[str]:
@@ -760,8 +911,12 @@ class ResultsWriter:
     ) -> None:
         """Write ``study.yaml`` (the study file as run), ``meta.json`` and ``VERSION``.
 
-        ``extra`` adds keys to meta.json (e.g. ``seq_len``, which the analysis uses to put the
-        scaling-law plot in 1024-token units).
+        ``extra`` adds keys to meta.json. The analysis reads ``seq_len`` (the scaling-law
+        plot's count unit), ``arms`` ({label: policy}, in the study's order; the report's arm
+        order and its uniform reference) and ``search_spaces`` ({label: {option: {"type":
+        "uniform" | "loguniform" | "int" | "categorical", "low", "high", "step", "log",
+        "choices"}}}, the distributions of the importances and search plots). The sweep also
+        writes ``total_steps`` and ``domains``.
         """
         self.package_version = str(package_version)
         meta = {
@@ -784,27 +939,35 @@ class ResultsWriter:
     def add_trial(self, record: dict, steps: list[dict] | None, evals: list[dict] | None) -> None:
         """Record one trial: its row, and its per-step and per-evaluation history.
 
-        ``record``: ``trial_id`` (required), ``arm``, ``phase``, ``config_id`` (derived from arm
-        and hparams with :func:`config_id` when absent), ``seed``, ``status``, ``error``,
-        ``domains`` [K names], ``hparams`` {name: value}, ``metrics`` {column: value}, and any
-        other trials.parquet column (``started_at``, ``finished_at``, ``package_version``...).
-        ``steps`` / ``evals``: wide per-step / per-eval dicts (see :func:`steps_table`,
+        ``record``: ``trial_id`` (required), ``arm`` (the arm's label), ``policy`` (the policy
+        it runs; the arm when absent), ``phase``, ``config_id`` (derived from arm and hparams
+        with :func:`config_id` when absent), ``seed``, ``status``, ``error``, ``domains`` [K
+        names], ``hparams`` {name: value}, ``metrics`` {column: value} (``tokens_seen``,
+        ``eval_tokens``...), and any other trials.parquet column (``started_at``,
+        ``finished_at``, ``package_version``...). ``steps`` / ``evals``: wide per-step /
+        per-eval dicts (see :func:`steps_table`, :func:`diagnostics_table`,
         :func:`evals_table`); they need ``record["domains"]``.
 
-        Writes ``parts/<trial_id>.{steps,evals,trials}.parquet``, the trials part last, so a
-        trial counts as recorded only once all its parts are in place. Re-adding a trial id
-        replaces its parts (a part it no longer has is deleted).
+        Writes ``parts/<trial_id>.{steps,evals,diagnostics,trials}.parquet``, the trials part
+        last, so a trial counts as recorded only once all its parts are in place. Re-adding a
+        trial id replaces its parts (a part it no longer has is deleted).
         """
         trial_id = _check_trial_id(record.get("trial_id"))
         domains = record.get("domains")
         if (steps or evals) and not domains:
             raise ValueError(f"results: trial {trial_id}: steps/evals need record['domains']")
         row = trial_table(record, self.study_name, self.package_version, evals)
+        # Build every table before writing any, so bad input leaves the old parts alone.
+        tables = {
+            "steps": steps_table(trial_id, list(domains), steps) if steps else None,
+            "evals": evals_table(trial_id, list(domains), evals) if evals else None,
+            "diagnostics": diagnostics_table(trial_id, list(domains), steps) if steps else None,
+        }
         parts_uri = storage.join(self.uri, PARTS_DIR)
-        for kind, rows, build in (("steps", steps, steps_table), ("evals", evals, evals_table)):
+        for kind, table in tables.items():
             part = storage.join(parts_uri, _part_name(trial_id, kind))
-            if rows:
-                storage.write_table_atomic(part, build(trial_id, list(domains), rows))
+            if table is not None and table.num_rows:
+                storage.write_table_atomic(part, table)
             elif storage.exists(part):
                 storage.delete(part)
         storage.write_table_atomic(storage.join(parts_uri, _part_name(trial_id, "trials")), row)
@@ -827,18 +990,21 @@ class ResultsWriter:
     # -- merge
 
     def merge(self) -> None:
-        """Write trials/steps/evals.parquet from the parts (plus rows already merged for trials
-        whose parts are gone), each atomically: readers see the old file or the new one.
+        """Write trials/steps/evals/diagnostics.parquet from the parts (plus rows already
+        merged for trials whose parts are gone), each atomically: readers see the old file or
+        the new one. The files written are in this schema version's layout, whatever version
+        the directory held (version-1 law columns move to diagnostics.parquet).
 
-        steps and evals are streamed one trial at a time (sorted by trial_id, a row group per
+        The long files are streamed one trial at a time (sorted by trial_id, a row group per
         trial), so the merge holds one trial's history in memory, not the study's."""
         parts = _scan_parts(self.uri)
         part_ids = parts.trial_ids()
         ids = set(part_ids)
         trials = _overlay(self.uri, "trials", parts, part_ids)
         order = trials.column("trial_id").to_pylist()
-        # Steps and evals first: a reader that sees a trial in trials.parquet finds its history.
-        for kind in ("steps", "evals"):
+        # History first: a reader that sees a trial in trials.parquet finds its history.
+        # Diagnostics before steps: a version-1 steps file holds them until it is rewritten.
+        for kind in ("diagnostics", "steps", "evals"):
             old = _read_merged(self.uri, kind)
             kept = None if old is None else _without_ids(old, ids)
             del old
@@ -849,25 +1015,32 @@ class ResultsWriter:
                     if tid in ids:
                         part = _read_part(parts, tid, kind)
                         if part is not None:
-                            yield _sorted(part, _LONG_KEYS)
+                            yield _sorted(part, _KEYS[kind])
                     elif tid in kept_ids:
-                        yield _sorted(_only_ids(kept, {tid}), _LONG_KEYS)
+                        yield _sorted(_only_ids(kept, {tid}), _KEYS[kind])
 
             _write_parquet_stream(
                 storage.join(self.uri, _FILES[kind]), _LONG_SCHEMAS[kind], tables()
             )
         storage.write_table_atomic(storage.join(self.uri, TRIALS_FILE), trials)
-        if not storage.exists(storage.join(self.uri, VERSION_FILE)):
-            storage.write_text_atomic(storage.join(self.uri, VERSION_FILE), f"{SCHEMA_VERSION}\n")
+        version = storage.join(self.uri, VERSION_FILE)
+        # The merged files are now in this version's layout, whatever VERSION said before.
+        if not storage.exists(version) or storage.read_text(version).strip() != str(SCHEMA_VERSION):
+            storage.write_text_atomic(version, f"{SCHEMA_VERSION}\n")
 
 
 # --------------------------------------------------------------------------------------------
 # reader
 
 
+def _empty_frame(schema: pa.Schema) -> pd.DataFrame:
+    return schema.empty_table().to_pandas()
+
+
 @dataclass
 class Results:
-    """A study's results as pandas DataFrames (columns as documented in the README)."""
+    """A study's results as pandas DataFrames (columns as documented in the README), in this
+    schema version's layout whatever version wrote them."""
 
     uri: str
     trials: pd.DataFrame
@@ -880,18 +1053,38 @@ class Results:
     trials_schema: pa.Schema | None = None
     #: False when read with ``with_steps=False``: ``steps`` is then empty; use steps_for().
     steps_complete: bool = True
+    diagnostics: pd.DataFrame = field(default_factory=lambda: _empty_frame(DIAGNOSTICS_SCHEMA))
+    #: False when read with ``with_diagnostics=False``: use diagnostics_for().
+    diagnostics_complete: bool = True
     _parts: _Parts | None = field(default=None, repr=False)
     _part_ids: list[str] | None = field(default=None, repr=False)
 
+    def _history_for(self, kind: str, trial_ids: Iterable[str]) -> pd.DataFrame:
+        ids = {str(t) for t in trial_ids}
+        frame = self.steps if kind == "steps" else self.diagnostics
+        if self.steps_complete if kind == "steps" else self.diagnostics_complete:
+            return frame[frame["trial_id"].isin(sorted(ids))]
+        if self._parts is None:
+            return _read_history(self.uri, kind, ids, include_parts=True)
+        table = _overlay(self.uri, kind, self._parts, self._part_ids or [], ids)
+        return _to_pandas(table)
+
     def steps_for(self, trial_ids: Iterable[str]) -> pd.DataFrame:
         """The steps rows of ``trial_ids``, read from storage if ``steps`` was not loaded."""
-        ids = {str(t) for t in trial_ids}
-        if self.steps_complete:
-            return self.steps[self.steps["trial_id"].isin(sorted(ids))]
-        if self._parts is None:
-            return read_steps(self.uri, ids)
-        table = _overlay(self.uri, "steps", self._parts, self._part_ids or [], ids)
-        return _to_pandas(table)
+        return self._history_for("steps", trial_ids)
+
+    def diagnostics_for(self, trial_ids: Iterable[str]) -> pd.DataFrame:
+        """The diagnostics rows of ``trial_ids``, read from storage if ``diagnostics`` was not
+        loaded."""
+        return self._history_for("diagnostics", trial_ids)
+
+    @property
+    def schema_version(self) -> int | None:
+        """The schema version meta.json records (None without meta.json). Each trial row
+        also records the version that wrote it (``schema_version`` column)."""
+        if self.meta and self.meta.get("schema_version") is not None:
+            return int(self.meta["schema_version"])
+        return None
 
     @property
     def study(self) -> str | None:
@@ -931,14 +1124,23 @@ def read_meta(uri: str) -> dict[str, Any] | None:
     return json.loads(storage.read_text(meta_uri)) if storage.exists(meta_uri) else None
 
 
-def read_results(uri: str, include_parts: bool = True, with_steps: bool = True) -> Results:
-    """Read a results directory.
+def read_results(
+    uri: str,
+    include_parts: bool = True,
+    with_steps: bool = True,
+    with_diagnostics: bool | None = None,
+) -> Results:
+    """Read a results directory (schema version 1 or 2).
 
     ``include_parts``: trials whose parts are newer than the merged files (or not in them at
     all) are merged in memory, so an unmerged or half-run study reads complete.
     ``with_steps=False`` leaves ``steps`` empty (the largest file by far); get the rows of
     chosen trials with :meth:`Results.steps_for` or :func:`read_steps`.
+    ``with_diagnostics`` (default: as ``with_steps``) likewise for ``diagnostics``, with
+    :meth:`Results.diagnostics_for` or :func:`read_diagnostics`.
     """
+    if with_diagnostics is None:
+        with_diagnostics = with_steps
     uri = storage.normalize(uri)
     parts = _scan_parts(uri) if include_parts else _Parts()
     merged_trials = _read_merged(uri, "trials")
@@ -946,6 +1148,11 @@ def read_results(uri: str, include_parts: bool = True, with_steps: bool = True) 
     trials = _overlay(uri, "trials", parts, part_ids, merged=merged_trials)
     evals = _overlay(uri, "evals", parts, part_ids)
     steps = _overlay(uri, "steps", parts, part_ids) if with_steps else STEPS_SCHEMA.empty_table()
+    diagnostics = (
+        _overlay(uri, "diagnostics", parts, part_ids)
+        if with_diagnostics
+        else DIAGNOSTICS_SCHEMA.empty_table()
+    )
     study_yaml = None
     study_uri = storage.join(uri, STUDY_FILE)
     if storage.exists(study_uri):
@@ -960,16 +1167,32 @@ def read_results(uri: str, include_parts: bool = True, with_steps: bool = True) 
         meta=meta,
         trials_schema=trials.schema,
         steps_complete=with_steps,
+        diagnostics=_to_pandas(diagnostics),
+        diagnostics_complete=with_diagnostics,
         _parts=parts,
         _part_ids=part_ids,
     )
+
+
+def _read_history(
+    uri: str, kind: str, trial_ids: Iterable[str] | None, include_parts: bool
+) -> pd.DataFrame:
+    uri = storage.normalize(uri)
+    parts = _scan_parts(uri) if include_parts else _Parts()
+    part_ids = _stale_part_ids(uri, parts, _read_merged(uri, "trials"))
+    return _to_pandas(_overlay(uri, kind, parts, part_ids, trial_ids))
 
 
 def read_steps(
     uri: str, trial_ids: Iterable[str] | None = None, include_parts: bool = True
 ) -> pd.DataFrame:
     """steps.parquet rows of ``trial_ids`` (all trials when None), unmerged parts included."""
-    uri = storage.normalize(uri)
-    parts = _scan_parts(uri) if include_parts else _Parts()
-    part_ids = _stale_part_ids(uri, parts, _read_merged(uri, "trials"))
-    return _to_pandas(_overlay(uri, "steps", parts, part_ids, trial_ids))
+    return _read_history(uri, "steps", trial_ids, include_parts)
+
+
+def read_diagnostics(
+    uri: str, trial_ids: Iterable[str] | None = None, include_parts: bool = True
+) -> pd.DataFrame:
+    """diagnostics.parquet rows of ``trial_ids`` (all trials when None), unmerged parts
+    included; for version-1 results, rows derived from the steps' law columns."""
+    return _read_history(uri, "diagnostics", trial_ids, include_parts)

@@ -15,6 +15,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ADO_RAY_CACHE", tempfile.mkdtemp(prefix="ado-ray-test-cache-"))
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI runs every property test on a fixed, derandomized set of examples, so a fresh clone's run
+# cannot find a new one; locally the "dev" profile keeps searching at random (HYPOTHESIS_PROFILE
+# =fuzz searches 10x wider where a test does not fix its own budget). Every failing example found
+# becomes a fixed @example next to its test.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", derandomize=False)
+settings.register_profile("fuzz", derandomize=False, max_examples=1000)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 @pytest.fixture(scope="session")

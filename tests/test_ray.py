@@ -20,6 +20,7 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.fast_ado import ADO_FAST
 
+from ado_ray.schema import DataSpec, ModelSpec, TrainingSpec
 from ado_ray.train import TrainConfig
 
 pytestmark = pytest.mark.ray
@@ -27,21 +28,23 @@ pytestmark = pytest.mark.ray
 DATA = {"seq_len": 32, "sequences_per_domain": 300, "val_sequences_per_domain": 32, "seed": 0}
 
 
-def _config(**kw) -> TrainConfig:
+def _config(policy="ado", policy_options=ADO_FAST, **training) -> TrainConfig:
     base = dict(
-        data_options=DATA,
         budget={"steps": 16},
         batch_size=8,
         lr=3e-3,
         eval_interval=4,
         eval_sequences=16,
         checkpoint_interval=4,
-        model_overrides={"n_layer": 1, "n_embd": 32, "n_head": 2},
-        policy="ado",
-        policy_options=ADO_FAST,
     )
-    base.update(kw)
-    return TrainConfig(**base)
+    base.update(training)
+    return TrainConfig(
+        data=DataSpec("synthetic", dict(DATA)),
+        model=ModelSpec(overrides={"n_layer": 1, "n_embd": 32, "n_head": 2}),
+        training=TrainingSpec(**base),
+        policy=policy,
+        policy_options=dict(policy_options),
+    )
 
 
 def _read_trace(path: Path) -> dict[int, list[float]]:
@@ -68,7 +71,7 @@ def test_two_workers_share_weights_and_history_is_complete(ray_cluster, tmp_path
     assert all(record["steps"][s]["weights"] == rank0[s] for s in range(16))
     assert sum(sum(s["counts"]) for s in record["steps"]) == 16 * 8
     assert not np.allclose(rank0[15], rank0[0])
-    assert any(s["law"] is not None for s in record["steps"])
+    assert any(s["diagnostics"] is not None for s in record["steps"])
     assert [e["step"] for e in record["evals"]] == [0, 4, 8, 12, 16]
 
 
@@ -87,7 +90,7 @@ class _FakeActor:
                 self.remote = fn
 
         self.weights_for = _Method(lambda s: (outer.requests.append(s), ray.put([0.5, 0.5]))[1])
-        self.observe = _Method(lambda s, c, v: (outer.observed.append(s), ray.put(None))[1])
+        self.observe = _Method(lambda s, c, v, *_: (outer.observed.append(s), ray.put(None))[1])
         self.state_dict = _Method(lambda: ray.put({"observed": list(outer.observed)}))
 
 
@@ -169,7 +172,7 @@ def test_stopped_trials_are_recorded_with_their_checkpointed_history(tmp_path):
     for step in range(3):
         ctl.observe(step, [4, 4], [2.0, 1.0])
     ctl.record_eval({"step": 3, "tokens_seen": 96, "val_loss": [1.9, 0.9], "entropy_rate": None})
-    ckpt = Path(ray_storage) / "train-search-aaa" / "checkpoint_2026-01-01_00-00-00"
+    ckpt = Path(ray_storage) / "train-search-ado-aaa" / "checkpoint_2026-01-01_00-00-00"
     ckpt.mkdir(parents=True)
     torch.save(ctl.state_dict(), ckpt / MIXTURE_FILE)
     sampled = {"gamma1": 0.2, "s": 0.3, "seed": 5, "phase": "search", "arm": "ado"}
@@ -182,7 +185,7 @@ def test_stopped_trials_are_recorded_with_their_checkpointed_history(tmp_path):
         ),
         SimpleNamespace(path=f"{ray_storage}/search/bbb", config=sampled, error=None, metrics={}),
     ]
-    _record_stopped(study, uri, ray_storage, grid, "search")
+    _record_stopped(study, uri, ray_storage, grid, "search", label="ado")
     # A confirm trial whose driver died (no record of its own), and one that finished.
     spec = {"trial_name": "confirm-uniform-x-s0", "arm": "uniform", "seed": 0, "options": {}}
     done = {**spec, "trial_name": "confirm-uniform-x-s1", "seed": 1}
@@ -197,23 +200,24 @@ def test_stopped_trials_are_recorded_with_their_checkpointed_history(tmp_path):
 
     res = read_results(uri)
     trials = res.trials.set_index("trial_id")
-    assert sorted(trials.index) == ["confirm-uniform-x-s0", "search-aaa", "search-bbb"]
-    assert trials.loc["search-aaa", "status"] == "pruned"
-    assert trials.loc["search-aaa", "val_loss_balanced"] == 1.4
-    assert trials.loc["search-aaa", "hp_gamma1"] == 0.2 and trials.loc["search-aaa", "seed"] == 5
-    assert list(res.steps_for(["search-aaa"]).step.unique()) == [0, 1, 2]
-    assert list(res.evals[res.evals.trial_id == "search-aaa"].step.unique()) == [3]
-    assert res.steps_for(["search-bbb"]).empty
+    assert sorted(trials.index) == ["confirm-uniform-x-s0", "search-ado-aaa", "search-ado-bbb"]
+    assert trials.loc["search-ado-aaa", "status"] == "pruned"
+    assert trials.loc["search-ado-aaa", "val_loss_balanced"] == 1.4
+    pruned = trials.loc["search-ado-aaa"]
+    assert pruned["hp_gamma1"] == 0.2 and pruned["seed"] == 5
+    assert list(res.steps_for(["search-ado-aaa"]).step.unique()) == [0, 1, 2]
+    assert list(res.evals[res.evals.trial_id == "search-ado-aaa"].step.unique()) == [3]
+    assert res.steps_for(["search-ado-bbb"]).empty
     row = trials.loc["confirm-uniform-x-s0"]
     assert row["status"] == "interrupted" and row["error"] == "RuntimeError: node lost"
     # Not the trial's own failure: --resume runs it again.
     assert "confirm-uniform-x-s0" not in writer.finished_trial_ids()
-    assert {"search-aaa", "search-bbb"} <= writer.finished_trial_ids()
+    assert {"search-ado-aaa", "search-ado-bbb"} <= writer.finished_trial_ids()
 
 
 def test_diverged_trial_fails_with_its_own_error_and_no_retry(ray_cluster, tmp_path):
     # lr = 1e30 without clipping: the loss is non-finite from step 1 on.
-    cfg = _config(policy="uniform", policy_options={}, lr=1e30, grad_clip=0, lr_warmup_steps=0)
+    cfg = _config(policy="uniform", policy_options={}, lr=1e30, grad_clip=None, lr_warmup_steps=0)
     with pytest.raises(TrialFailed, match="FloatingPointError: non-finite training loss") as info:
         run_trial(
             cfg,

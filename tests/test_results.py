@@ -1,4 +1,5 @@
-"""The Parquet results: layout, exact columns, round trip, idempotency, atomic merge, readers."""
+"""The Parquet results: layout, exact columns, round trip, idempotency, atomic merge, readers,
+and reading schema-version-1 directories."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def test_layout_and_exact_columns(built):
         "trials.parquet",
         "steps.parquet",
         "evals.parquet",
+        "diagnostics.parquet",
         "study.yaml",
         "meta.json",
         "VERSION",
@@ -60,16 +62,18 @@ def test_layout_and_exact_columns(built):
     assert pq.read_schema(root / "trials.parquet").names == [*R.TRIALS_COLUMNS, *FIXTURE_HP]
     assert pq.read_schema(root / "steps.parquet").names == list(R.STEPS_COLUMNS)
     assert pq.read_schema(root / "evals.parquet").names == list(R.EVALS_COLUMNS)
+    assert pq.read_schema(root / "diagnostics.parquet").names == list(R.DIAGNOSTICS_COLUMNS)
     meta = json.loads((root / "meta.json").read_text())
-    assert meta["schema_version"] == R.SCHEMA_VERSION == 1
+    assert meta["schema_version"] == R.SCHEMA_VERSION == 2
     assert meta["package_version"] == "0.1.0" and meta["seq_len"] == 128
-    assert (root / "VERSION").read_text().strip() == "1"
+    assert meta["arms"] == fx.ARMS and meta["search_spaces"] == fx.SEARCH_SPACES
+    assert (root / "VERSION").read_text().strip() == "2"
     assert (root / "study.yaml").read_text() == fx.STUDY_YAML
 
 
 def test_plain_parquet_types(built):
     root, _ = built
-    for name in ("trials", "steps", "evals"):
+    for name in ("trials", "steps", "evals", "diagnostics"):
         schema = pq.read_schema(root / f"{name}.parquet")
         assert not (schema.metadata or {}).get(b"pandas"), "no pandas metadata"
         for f in schema:
@@ -90,6 +94,7 @@ def test_columns_match_the_docs(built):
         ("trials", R.TRIALS_COLUMNS),
         ("steps", R.STEPS_COLUMNS),
         ("evals", R.EVALS_COLUMNS),
+        ("diagnostics", R.DIAGNOSTICS_COLUMNS),
     ):
         section = text.split(f"## `{name}.parquet`")[1].split("\n#")[0]
         documented = re.findall(r"^\| `([a-z_<>]+)` \|", section, flags=re.M)
@@ -106,10 +111,12 @@ def test_round_trip(built):
             assert pd.isna(row[key]), key
         else:
             assert row[key] == pytest.approx(value), key
-    assert row["arm"] == "ado" and row["phase"] == "confirm" and row["seed"] == 1
+    assert row["arm"] == "ado" and row["policy"] == "ado"
+    assert row["phase"] == "confirm" and row["seed"] == 1
+    assert row["eval_tokens"] == 4 * 3 * fx.EVAL_SEQS * fx.SEQ_LEN
     assert row["status"] == "completed" and pd.isna(row["error"])
     assert row["config_id"] == R.config_id("ado", fx.ADO_A)
-    assert row["study"] == fx.STUDY and row["schema_version"] == 1
+    assert row["study"] == fx.STUDY and row["schema_version"] == 2
     assert json.loads(row["domains"]) == fx.DOMAINS and row["num_domains"] == 3
     assert row["package_version"] == "0.1.0"
     assert row["started_at"] == pd.Timestamp(record["started_at"])
@@ -131,12 +138,21 @@ def test_round_trip(built):
     assert res.steps.loc[empty, "train_loss"].isna().all()
     assert res.steps.loc[~empty, "train_loss"].notna().all()
     assert list(s["domain"][:3]) == fx.DOMAINS
-    refits = sorted(s.loc[s["law_eps"].notna(), "step"].unique())
+
+    # Diagnostics: every step from the first refit on, K values per name, exactly as given.
+    d = res.diagnostics[res.diagnostics["trial_id"] == record["trial_id"]]
+    names = ["law_alpha", "law_beta", "law_eps", "law_fit_step"]
+    assert sorted(d["name"].unique()) == names
+    assert len(d) == (fx.STEPS - 50) * len(names) * 3
+    assert sorted(d["step"].unique()) == list(range(50, fx.STEPS))
+    refits = sorted(d.loc[d["name"] == "law_fit_step", "value"].unique())
     assert refits == [t for t in range(1, fx.STEPS) if t % 50 == 0]
-    at = s[s["step"] == refits[-1]]
-    np.testing.assert_allclose(
-        at[["law_eps", "law_beta", "law_alpha"]].to_numpy(), steps[refits[-1]]["law"]
-    )
+    for row_in in (steps[120], steps[-1]):
+        at = d[d["step"] == row_in["step"]]
+        for name in names:
+            got = at[at["name"] == name].sort_values("domain_index")
+            assert list(got["domain"]) == fx.DOMAINS
+            np.testing.assert_allclose(got["value"], row_in["diagnostics"][name])
 
     e = res.evals[res.evals["trial_id"] == record["trial_id"]].sort_values(["step", "domain_index"])
     assert len(e) == len(evals) * 3
@@ -159,11 +175,12 @@ def test_failed_trial_row(built):
     for m in R.METRIC_COLUMNS:
         assert pd.isna(row[m]), m
     assert row["hp_count_mode"] == "own"
-    assert failed[0] not in set(res.steps["trial_id"]) | set(res.evals["trial_id"])
+    history = set(res.steps["trial_id"]) | set(res.evals["trial_id"])
+    assert failed[0] not in history | set(res.diagnostics["trial_id"])
 
 
 def test_pandas_and_duckdb_read_without_help(built):
-    root, _ = built
+    root, written = built
     trials = pd.read_parquet(root / "trials.parquet")
     assert list(trials.columns)[: len(R.TRIALS_COLUMNS)] == list(R.TRIALS_COLUMNS)
     assert isinstance(trials.index, pd.RangeIndex)
@@ -175,10 +192,12 @@ def test_pandas_and_duckdb_read_without_help(built):
     assert [a for a, _ in got] == list(want.index)
     np.testing.assert_allclose([m for _, m in got], want.to_numpy())
     n = duckdb.sql(
-        f"SELECT count(*) FROM '{root / 'steps.parquet'}' s JOIN '{root / 'trials.parquet'}' t USING (trial_id) "
-        "WHERE t.arm = 'ado' AND s.law_eps IS NOT NULL"
+        f"SELECT count(*) FROM '{root / 'diagnostics.parquet'}' d "
+        f"JOIN '{root / 'trials.parquet'}' t USING (trial_id) "
+        "WHERE t.policy = 'ado' AND d.name = 'law_eps' AND d.value IS NOT NULL"
     ).fetchall()[0][0]
-    assert n > 0
+    want = sum(1 for _, steps, _ in written.values() for row in steps or [] if row["diagnostics"])
+    assert n == want * 3
     ts = duckdb.sql(
         f"SELECT typeof(started_at) FROM '{root / 'trials.parquet'}' LIMIT 1"
     ).fetchall()[0][0]
@@ -380,8 +399,12 @@ def test_empty_study_reads_and_merges(tmp_path):
     res = R.read_results(uri)
     assert res.trials.empty and list(res.trials.columns) == list(R.TRIALS_COLUMNS)
     assert list(res.steps.columns) == list(R.STEPS_COLUMNS)
+    assert list(res.diagnostics.columns) == list(R.DIAGNOSTICS_COLUMNS)
+    assert pq.read_schema(tmp_path / "empty" / "diagnostics.parquet").names == list(
+        R.DIAGNOSTICS_COLUMNS
+    )
     res = R.read_results(str(tmp_path / "does-not-exist"))
-    assert res.trials.empty and res.study_yaml is None
+    assert res.trials.empty and res.study_yaml is None and res.diagnostics.empty
 
 
 def test_timestamp_inputs():
@@ -412,6 +435,16 @@ def test_steps_on_demand(built):
     want = full.steps[full.steps["trial_id"].isin(some)].reset_index(drop=True)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
     pd.testing.assert_frame_equal(R.read_steps(str(root), some).reset_index(drop=True), want)
+    # Diagnostics likewise: on demand, the same rows as a full read.
+    assert res.diagnostics.empty and not res.diagnostics_complete
+    ado = sorted(t for t in trials if "-ado-" in t and trials[t][1])[:2]
+    got = res.diagnostics_for(ado).reset_index(drop=True)
+    want = full.diagnostics[full.diagnostics["trial_id"].isin(ado)].reset_index(drop=True)
+    assert len(want) > 0 and sorted(got["trial_id"].unique()) == ado
+    pd.testing.assert_frame_equal(got, want)
+    pd.testing.assert_frame_equal(R.read_diagnostics(str(root), ado).reset_index(drop=True), want)
+    ids = pq.read_table(root / "diagnostics.parquet", columns=["trial_id"]).column("trial_id")
+    assert ids.to_pylist() == sorted(ids.to_pylist())
     # The merged steps file is sorted by trial, a row group (or more) per trial.
     meta = pq.ParquetFile(root / "steps.parquet").metadata
     assert meta.num_row_groups >= len([t for t in trials.values() if t[1]])
@@ -432,3 +465,192 @@ def test_streamed_write_failure_leaves_old_file(tmp_path):
         R._write_parquet_stream(str(target), R.EVALS_SCHEMA, boom())
     assert target.read_bytes() == before
     assert os.listdir(tmp_path) == ["x.parquet"]
+
+
+# --------------------------------------------------------------------------------------------
+# schema version 2: policy, eval_tokens, diagnostics
+
+
+def test_policy_defaults_to_the_arm_and_eval_tokens_round_trip(tmp_path):
+    uri = str(tmp_path / "s")
+    w = R.ResultsWriter(uri, "s")
+    w.add_trial({"trial_id": "a", "arm": "ado_fast", "policy": "ado"}, None, None)
+    w.add_trial(
+        {"trial_id": "b", "arm": "uniform", "metrics": {"eval_tokens": np.int64(4096)}},
+        None,
+        None,
+    )
+    w.merge()
+    table = pq.read_table(tmp_path / "s" / "trials.parquet")
+    assert table.schema.field("eval_tokens").type == pa.int64()
+    rows = {r["trial_id"]: r for r in table.to_pylist()}
+    assert rows["a"]["policy"] == "ado" and rows["a"]["arm"] == "ado_fast"
+    assert rows["b"]["policy"] == "uniform" and rows["b"]["eval_tokens"] == 4096
+    assert rows["a"]["eval_tokens"] is None
+    assert "eval_tokens" in R.METRIC_COLUMNS
+
+
+def test_diagnostics_rows_and_the_old_law_key(tmp_path):
+    domains = ["a", "b"]
+    steps = [
+        {"step": 0, "weights": [0.5, 0.5], "counts": [1, 1], "train_loss": [1.0, 2.0]},
+        {
+            "step": 1,
+            "weights": [0.5, 0.5],
+            "counts": [1, 1],
+            "train_loss": [1.0, 2.0],
+            "diagnostics": {"h": np.array([0.25, float("nan")]), "law_eps": [9.0, 9.5]},
+            "law": [[1.0, 2.0, 0.3], None],  # old key: law_eps comes from diagnostics instead
+        },
+        {
+            "step": 2,
+            "weights": [0.5, 0.5],
+            "counts": [1, 1],
+            "train_loss": [1.0, 2.0],
+            "law": np.array([[1.5, 2.5, 0.35], [1.6, 2.6, 0.36]]),
+        },
+        {
+            "step": 3,
+            "weights": [0.5, 0.5],
+            "counts": [1, 1],
+            "train_loss": [1.0, 2.0],
+            "diagnostics": {},
+            "law": None,
+        },
+    ]
+    table = R.diagnostics_table("t", domains, steps)
+    got = {
+        (r["step"], r["name"], r["domain"]): r["value"]
+        for r in table.to_pylist()
+        if r["trial_id"] == "t"
+    }
+    assert got == {
+        (1, "h", "a"): 0.25,
+        (1, "h", "b"): None,  # NaN is stored as null
+        (1, "law_eps", "a"): 9.0,
+        (1, "law_eps", "b"): 9.5,
+        (1, "law_beta", "a"): 2.0,
+        (1, "law_beta", "b"): None,
+        (1, "law_alpha", "a"): 0.3,
+        (1, "law_alpha", "b"): None,
+        (2, "law_eps", "a"): 1.5,
+        (2, "law_eps", "b"): 1.6,
+        (2, "law_beta", "a"): 2.5,
+        (2, "law_beta", "b"): 2.6,
+        (2, "law_alpha", "a"): 0.35,
+        (2, "law_alpha", "b"): 0.36,
+    }
+    assert R.steps_table("t", domains, steps).column_names == list(R.STEPS_COLUMNS)
+
+    uri = str(tmp_path / "s")
+    w = R.ResultsWriter(uri, "s")
+    w.add_trial({"trial_id": "t", "arm": "x", "domains": domains}, steps, None)
+    res = R.read_results(uri)  # from the parts
+    assert len(res.diagnostics) == len(got)
+    w.merge()
+    res = R.read_results(uri, include_parts=False)
+    back = res.diagnostics.set_index(["step", "name", "domain"])["value"]
+    assert back[(2, "law_alpha", "b")] == 0.36 and pd.isna(back[(1, "h", "b")])
+    # Re-adding without diagnostics removes the trial's diagnostics part.
+    w.add_trial({"trial_id": "t", "arm": "x", "domains": domains}, steps[:1], None)
+    assert sorted(os.listdir(tmp_path / "s" / "parts")) == ["t.steps.parquet", "t.trials.parquet"]
+    assert R.read_results(uri).diagnostics.empty
+
+    bad = [{"step": 0, "diagnostics": {"h": [1.0, 2.0, 3.0]}}]
+    with pytest.raises(ValueError, match=r"diagnostics\['h'\] has 3 entries, expected 2"):
+        w.add_trial({"trial_id": "u", "domains": domains}, bad, None)
+    with pytest.raises(ValueError, match="must map names"):
+        R.diagnostics_table("u", domains, [{"step": 0, "diagnostics": [1.0, 2.0]}])
+    assert not (tmp_path / "s" / "parts" / "u.steps.parquet").exists()  # nothing half-written
+
+
+# --------------------------------------------------------------------------------------------
+# schema version 1 still reads
+
+
+@pytest.fixture(scope="module")
+def v1(tmp_path_factory):
+    root = tmp_path_factory.mktemp("v1") / "study"
+    trials = fx.build_v1_results(str(root))
+    return root, trials
+
+
+def _expected_v1_laws(trials) -> pd.DataFrame:
+    """law_* diagnostics rows a version-1 directory holds: the refit steps only."""
+    rows = []
+    for tid, (_, steps, _) in trials.items():
+        for row in steps or []:
+            diag = row["diagnostics"]
+            if diag and diag["law_fit_step"][0] == row["step"]:
+                for name in R.LEGACY_LAW_COLUMNS:
+                    for i, d in enumerate(fx.DOMAINS):
+                        rows.append((tid, row["step"], d, i, name, diag[name][i]))
+    frame = pd.DataFrame(rows, columns=list(R.DIAGNOSTICS_COLUMNS))
+    return frame.sort_values(["trial_id", "step", "name", "domain_index"]).reset_index(drop=True)
+
+
+def test_version_1_layout_is_what_version_1_wrote(v1):
+    root, _ = v1
+    assert (root / "VERSION").read_text().strip() == "1"
+    assert not (root / "diagnostics.parquet").exists()
+    names = pq.read_schema(root / "trials.parquet").names
+    assert "policy" not in names and "eval_tokens" not in names
+    assert pq.read_schema(root / "steps.parquet").names[-3:] == list(R.LEGACY_LAW_COLUMNS)
+
+
+def test_version_1_reads_in_the_version_2_layout(v1, built):
+    root, trials = v1
+    res = R.read_results(str(root))
+    assert len(res.trials) == len(trials)  # the unmerged part included
+    assert list(res.trials.columns)[: len(R.TRIALS_COLUMNS)] == list(R.TRIALS_COLUMNS)
+    assert (res.trials["policy"] == res.trials["arm"]).all()
+    assert res.trials["eval_tokens"].isna().all()
+    assert set(res.trials["schema_version"]) == {1} and res.schema_version == 1
+    assert list(res.steps.columns) == list(R.STEPS_COLUMNS)
+
+    got = res.diagnostics.sort_values(["trial_id", "step", "name", "domain_index"])
+    want = _expected_v1_laws(trials)
+    unmerged = next(t for t in trials if t.startswith("confirm-ado") and t.endswith("-s2"))
+    assert unmerged in set(got["trial_id"])  # from the version-1 part's steps
+    pd.testing.assert_frame_equal(
+        got.reset_index(drop=True), want, check_dtype=False, check_categorical=False
+    )
+    # The same numbers as the version-2 writer's files, where the two layouts overlap.
+    v2 = R.read_results(str(built[0]))
+    cols = ["val_loss_balanced", "val_loss_natural", "tokens_seen", "hp_gamma1"]
+    pd.testing.assert_frame_equal(
+        res.trials.set_index("trial_id")[cols].sort_index(),
+        v2.trials.set_index("trial_id")[cols].sort_index(),
+    )
+    pd.testing.assert_frame_equal(res.steps.reset_index(drop=True), v2.steps.reset_index(drop=True))
+
+    # On demand, from the merged steps file and from a part.
+    lazy = R.read_results(str(root), with_steps=False)
+    some = sorted(want["trial_id"].unique())[:1] + [unmerged]
+    pd.testing.assert_frame_equal(
+        lazy.diagnostics_for(some).reset_index(drop=True),
+        want[want["trial_id"].isin(some)].reset_index(drop=True),
+        check_dtype=False,
+    )
+    assert len(R.read_diagnostics(str(root), some)) == (want["trial_id"].isin(some)).sum()
+
+
+def test_merging_version_1_results_writes_version_2(tmp_path):
+    root = tmp_path / "v1"
+    trials = fx.build_v1_results(str(root), unmerged=2)
+    before = R.read_results(str(root))
+    R.ResultsWriter(str(root), fx.STUDY).merge()
+    assert (root / "VERSION").read_text().strip() == str(R.SCHEMA_VERSION)
+    assert pq.read_schema(root / "steps.parquet").names == list(R.STEPS_COLUMNS)
+    assert pq.read_schema(root / "trials.parquet").names[: len(R.TRIALS_COLUMNS)] == list(
+        R.TRIALS_COLUMNS
+    )
+    after = R.read_results(str(root), include_parts=False)
+    assert len(after.trials) == len(trials)
+    assert (after.trials["policy"] == after.trials["arm"]).all()
+    for frame in ("diagnostics", "steps", "evals"):
+        pd.testing.assert_frame_equal(
+            getattr(after, frame).reset_index(drop=True),
+            getattr(before, frame).reset_index(drop=True),
+        )
+    assert len(after.diagnostics) == len(_expected_v1_laws(trials))

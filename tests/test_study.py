@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from ado_ray.study import (
-    ADO_OPTION_NAMES,
     STUDIES_DIR,
     ParamSpec,
     Study,
@@ -89,7 +88,7 @@ def test_quickstart_is_small_and_offline():
     assert s.model.pretrained is None and s.resources.gpus_per_worker == 0
     assert s.training.budget.kind == "steps" and s.training.budget.value <= 300
     assert s.has_search and s.search.num_samples <= 3
-    assert set(s.search_space()) == {"gamma1", "gamma2", "s", "delta_min"}
+    assert set(s.search_space("ado")) == {"gamma1", "gamma2", "s", "delta_min"}
     assert s.storage == "./ado_results"
 
 
@@ -193,7 +192,7 @@ BAD = [
     ("model.overrides", {"n_head": 3}, "model.overrides.n_head"),
     ("arms.ado.search.gamma1", {"type": "normal", "low": 0.1, "high": 0.5}, "gamma1.type"),
     ("arms.ado.search.gamma1", {"low": 0.1, "high": 0.5}, "gamma1.type"),
-    ("arms.ado.search.gamma2", {"type": "uniform", "low": 0.5, "high": 0.5}, "gamma2.low"),
+    ("arms.ado.search.gamma2", {"type": "uniform", "low": 0.5, "high": 0.4}, "gamma2.low"),
     ("arms.ado.search.gamma2", {"type": "uniform", "low": 0.6, "high": 0.5}, "gamma2.low"),
     ("arms.ado.search.gamma1", {"type": "loguniform", "low": 0.0, "high": 0.5}, "gamma1.low"),
     ("arms.ado.search.gamma1", {"type": "uniform", "low": 0.1, "high": 1.5}, "gamma1.high"),
@@ -214,7 +213,7 @@ BAD = [
     ("arms.ado.options", {"gamma3": 0.5}, "arms.ado.options.gamma3"),
     ("arms.ado.options", {"s": 0.5}, "arms.ado.search.s"),  # fixed and searched
     ("arms.ado.foo", {}, "arms.ado.foo"),
-    ("arms.fixed", {}, "arms.fixed.weights"),
+    ("arms.fixed", {}, "arms.fixed.options.weights"),
     ("arms.fixed", {"weights": [0.5, 0.6]}, "arms.fixed.weights"),
     ("arms.fixed", {"weights": [1.5, -0.5]}, "arms.fixed.weights[1]"),
     ("arms.fixed", {"weights": []}, "arms.fixed.weights"),
@@ -261,7 +260,7 @@ def test_warmup_search_bounds():
     d = minimal()
     del d["arms"]["ado"]["options"]["warmup_steps"]
     ok = with_("arms.ado.search.warmup_steps", {"type": "int", "low": 0, "high": 50}, d)
-    assert load_study(ok).search_space()["warmup_steps"].low == 0
+    assert load_study(ok).search_space("ado")["warmup_steps"].low == 0
     bad = with_("arms.ado.search.warmup_steps", {"type": "int", "low": -1, "high": 50}, d)
     assert "arms.ado.search.warmup_steps.low: got -1" in error_of(bad)
 
@@ -322,41 +321,35 @@ def test_yaml_file_errors_name_the_file(tmp_path: Path):
 # -- search space ----------------------------------------------------------------------------
 
 
-def test_option_names_constant():
-    for name in ("gamma1", "gamma2", "s", "delta_min", "warmup_steps", "update_interval"):
-        assert name in ADO_OPTION_NAMES
-    assert len(set(ADO_OPTION_NAMES)) == len(ADO_OPTION_NAMES)
-
-
 def test_search_space_and_optuna_distributions():
     s = load_study(minimal())
-    space = s.search_space()
+    space = s.search_space("ado")
     assert space["gamma1"] == ParamSpec("loguniform", 0.01, 1.0)
     assert space["update_interval"] == ParamSpec("int", 10, 100, step=1)
-    dists = s.to_optuna_distributions()
+    dists = {k: v.to_optuna() for k, v in space.items()}
     assert isinstance(dists["gamma1"], optuna.distributions.FloatDistribution)
     assert dists["gamma1"].log
     assert isinstance(dists["update_interval"], optuna.distributions.IntDistribution)
     assert isinstance(dists["count_mode"], optuna.distributions.CategoricalDistribution)
-    assert set(s.to_optuna_distributions(prefix="ado.")) == {f"ado.{k}" for k in space}
+    assert s.search_space("uniform") == {} and s.searched_arms() == ["ado"]
 
 
 def test_suggest_gives_values_in_range():
     s = load_study(minimal())
-    space = s.search_space()
+    space = s.search_space("ado")
     sampler = optuna.samplers.RandomSampler(seed=0)
     study = optuna.create_study(sampler=sampler)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seen = []
 
     def objective(trial):
-        params = s.suggest(trial, prefix="ado.")
+        params = {k: spec.suggest(trial, k) for k, spec in space.items()}
         seen.append(params)
         assert set(params) == set(space)
         for k, v in params.items():
             assert space[k].contains(v), (k, v)
-        assert set(trial.params) == {f"ado.{k}" for k in space}
-        opts = s.ado_options(params)
+        assert set(trial.params) == set(space)
+        opts = s.arm_options("ado", params)
         assert opts["warmup_steps"] == 30
         return params["gamma1"]
 
@@ -368,46 +361,46 @@ def test_suggest_gives_values_in_range():
 
 def test_paper_defaults_inside_space():
     s = load_study(minimal())
-    d = s.paper_defaults()
+    d = s.default_config("ado")
     assert d["gamma1"] == 0.1 and d["gamma2"] == 0.1 and d["s"] == 0.5
     assert d["delta_min"] == 0.01 and d["count_mode"] == "same_step_size"
     assert d["update_interval"] == 10  # 2% of 300 steps = 6, rounded up into [10, 100]
     for k, v in d.items():
-        assert s.search_space()[k].contains(v), (k, v)
-    assert s.paper_defaults(total_steps=2000)["update_interval"] == 40
+        assert s.search_space("ado")[k].contains(v), (k, v)
+    assert s.default_config("ado", total_steps=2000)["update_interval"] == 40
     # Defaults outside a narrow space are moved to its nearest point.
     narrow = with_("arms.ado.search.gamma1", {"type": "uniform", "low": 0.3, "high": 0.6})
     narrow = with_(
         "arms.ado.search.update_interval", {"type": "int", "low": 1, "high": 9, "step": 4}, narrow
     )
     n = load_study(narrow)
-    assert n.paper_defaults()["gamma1"] == 0.3
-    assert n.paper_defaults(total_steps=300)["update_interval"] == 5  # 6 -> grid {1, 5, 9}
+    assert n.default_config("ado")["gamma1"] == 0.3
+    assert n.default_config("ado", total_steps=300)["update_interval"] == 5  # 6 -> {1, 5, 9}
     # Usable as an enqueued Optuna point.
     study = optuna.create_study()
-    study.enqueue_trial({f"ado.{k}": v for k, v in d.items()})
+    study.enqueue_trial(d)
     trial = study.ask()
-    assert s.suggest(trial, prefix="ado.") == d
+    assert {k: spec.suggest(trial, k) for k, spec in s.search_space("ado").items()} == d
 
 
 def test_paper_defaults_when_budget_not_in_steps():
     s = load_study(with_("training.budget", {"epochs": 3}))
-    assert s.paper_defaults()["update_interval"] == 100  # paper's 1,000, clipped
-    assert s.paper_defaults(total_steps=1000)["update_interval"] == 20
+    assert s.default_config("ado")["update_interval"] == 100  # paper's 1,000, clipped
+    assert s.default_config("ado", total_steps=1000)["update_interval"] == 20
 
 
-def test_ado_options_merge_and_reject():
+def test_arm_options_merge_and_reject():
     s = load_study(minimal())
-    assert s.ado_options({"gamma1": 0.2}) == {"warmup_steps": 30, "gamma1": 0.2}
-    assert s.ado_options() == {"warmup_steps": 30}
+    assert s.arm_options("ado", {"gamma1": 0.2}) == {"warmup_steps": 30, "gamma1": 0.2}
+    assert s.arm_options("ado") == {"warmup_steps": 30}
     with pytest.raises(StudyError, match="warmup_steps"):
-        s.ado_options({"warmup_steps": 5})  # fixed, not searched
+        s.arm_options("ado", {"warmup_steps": 5})  # fixed, not searched
     with pytest.raises(StudyError, match="gamma1"):
-        s.ado_options({"gamma1": 2.0})
-    assert s.default_ado_options()["gamma1"] == 0.1
+        s.arm_options("ado", {"gamma1": 2.0})
+    assert s.default_arm_options("ado")["gamma1"] == 0.1
     no_ado = load_study({"name": "x", "arms": {"uniform": {}}})
-    with pytest.raises(StudyError, match="arms.ado"):
-        no_ado.ado_options({})
+    with pytest.raises(StudyError, match="arm 'ado'"):
+        no_ado.arm_options("ado", {})
 
 
 def test_baseline_arms_and_confirm_trials():
@@ -415,18 +408,19 @@ def test_baseline_arms_and_confirm_trials():
     d["arms"]["fixed"] = {"weights": [0.2, 0.8]}
     d["arms"]["natural"] = {"options": {"prior": [1.0, 3.0]}}
     s = load_study(d)
-    assert s.baseline_arms() == [
-        ("uniform", {}),
-        ("natural", {"prior": [1.0, 3.0]}),
-        ("fixed", {"weights": [0.2, 0.8]}),
-    ]
-    trials = s.confirm_trials([s.ado_options({"gamma1": 0.3}), s.ado_options({"gamma1": 0.5})])
+    assert {label: arm.policy_options() for label, arm in s.arms.items() if label != "ado"} == {
+        "uniform": {},
+        "natural": {"prior": [1.0, 3.0]},
+        "fixed": {"weights": [0.2, 0.8]},
+    }
+    configs = [s.arm_options("ado", {"gamma1": 0.3}), s.arm_options("ado", {"gamma1": 0.5})]
+    trials = s.confirm_trials({"ado": configs})
     assert len(trials) == 2 * (3 + 2)
     assert {t.seed for t in trials} == {0, 1}
     assert [t.config_index for t in trials if t.arm == "ado"] == [0, 1, 0, 1]
-    cfg = s.trial_config("ado", trials[-1].policy_options, seed=1)
-    assert cfg["policy"] == "ado" and cfg["policy_options"]["gamma1"] == 0.5
-    assert cfg["budget"] == {"steps": 300} and cfg["seed"] == 1
+    cfg = s.run_config("ado", [t for t in trials if t.arm == "ado"][-1].policy_options, seed=1)
+    assert cfg.policy == "ado" and cfg.arm == "ado" and cfg.policy_options["gamma1"] == 0.5
+    assert cfg.training.budget.to_dict() == {"steps": 300} and cfg.seed == 1
 
 
 def test_int_and_categorical_specs():
@@ -456,7 +450,7 @@ def test_with_overrides():
     assert isinstance(t, Study) and t is not s
     assert t.training.budget.to_dict() == {"steps": 50}
     assert t.arms["ado"].options["gamma1"] == 0.5
-    assert "gamma1" not in t.search_space()  # fixing an option takes it out of the search
+    assert "gamma1" not in t.search_space("ado")  # fixing an option takes it out of the search
     assert t.resources.workers_per_trial == 2
     assert t.seeds == [3, 4] and t.search_seeds == [5]
     assert t.search.scheduler.type == "asha"

@@ -15,6 +15,7 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.fast_ado import ADO_FAST
 
+from ado_ray.schema import ModelSpec, TrainingSpec
 from ado_ray.train import MixtureController, Runtime, TrainConfig, build_model, run_training
 from ado_ray.train.loop import make_local_mixture, serialise_state
 from ado_ray.train.mixture import LocalMixture, history_from_state
@@ -27,7 +28,10 @@ def corpus():
     )
 
 
-def config(**kw) -> TrainConfig:
+TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2}
+
+
+def config(policy="uniform", policy_options=None, seed=0, **training) -> TrainConfig:
     base = dict(
         budget={"steps": 12},
         batch_size=8,
@@ -37,10 +41,15 @@ def config(**kw) -> TrainConfig:
         eval_sequences=32,
         eval_batch_size=32,
         checkpoint_interval=4,
-        model_overrides={"n_layer": 1, "n_embd": 32, "n_head": 2},
     )
-    base.update(kw)
-    return TrainConfig(**base)
+    base.update(training)
+    return TrainConfig(
+        training=TrainingSpec(**base),
+        model=ModelSpec(overrides=TINY),
+        policy=policy,
+        policy_options=dict(policy_options or {}),
+        seed=seed,
+    )
 
 
 def test_every_domain_val_loss_falls():
@@ -74,9 +83,9 @@ class Spy(LocalMixture):
         super().__init__(inner.controller)
         self.seen: list[tuple[int, np.ndarray, np.ndarray]] = []
 
-    def observe(self, step, counts, losses):
+    def observe(self, step, counts, losses, eval_follows=False):
         self.seen.append((step, np.array(counts), np.array(losses)))
-        super().observe(step, counts, losses)
+        super().observe(step, counts, losses, eval_follows)
 
 
 def test_per_domain_accounting_matches_direct_computation(corpus):
@@ -87,8 +96,8 @@ def test_per_domain_accounting_matches_direct_computation(corpus):
 
     # Rebuild the first step's model and batch, and score each sequence with the HF loss.
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model_preset, corpus.vocab_size, corpus.seq_len, cfg.model_overrides)
-    sampler = MixtureSampler(corpus, cfg.batch_size, seed=cfg.seed)
+    model = build_model(cfg.model.preset, corpus.vocab_size, corpus.seq_len, cfg.model.overrides)
+    sampler = MixtureSampler(corpus, cfg.training.batch_size, seed=cfg.seed)
     ids, doms = sampler.sample(np.full(corpus.num_domains, 1 / corpus.num_domains))
     with torch.no_grad():
         per_seq = np.array(
@@ -113,7 +122,7 @@ def same_history(a: list[dict], b: list[dict]) -> None:
     assert [s["step"] for s in a] == [s["step"] for s in b]
     for key in ("weights", "counts", "train_loss"):
         np.testing.assert_array_equal([s[key] for s in a], [s[key] for s in b], err_msg=key)
-    assert [s["law"] for s in a] == [s["law"] for s in b]
+    assert [s["diagnostics"] for s in a] == [s["diagnostics"] for s in b]
 
 
 def test_same_seed_gives_identical_runs(corpus):

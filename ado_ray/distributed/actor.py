@@ -1,13 +1,17 @@
 """The per-trial mixture actor: a :class:`MixtureController` behind a Ray actor.
 
 One actor per trial, named ``ado-{trial}`` in the ``ado-ray`` namespace, so every Train worker
-finds it with ``ray.get_actor``. The trial's driver creates it (``num_cpus=0``, not detached:
-RAY_NOTES.md) and keeps the handle for the whole ``fit()``, so the actor shares the trial's fate.
+finds it with ``ray.get_actor``. The trial's driver creates it with ``num_cpus=0`` and keeps the
+handle for the whole ``fit()``. It is not detached: it shares the trial's fate, and goes when the
+driver does (see ``docs/architecture.md``).
 
-Observations are applied by a background thread as soon as they arrive, so a refit overlaps
-training; a request for step ``t``'s weights waits only until the observations up to
-``t - lag`` are applied. Calls to a threaded actor may run out of order, so observations go
-through a small reorder buffer keyed by step.
+Events (step observations and, for a policy that takes them, held-out evaluations) are applied
+by a background thread as soon as they arrive, so a refit overlaps training; a request for step
+``t``'s weights waits only until the events up to step ``t - lag`` are applied. Calls to a
+threaded actor may run in any order, so events go through a small reorder buffer: the
+observation of step ``t`` by step, and the evaluation after ``d`` steps before the observation
+of step ``d``. The client sends an evaluation synchronously, so it is always in the buffer
+before the next step's observation is sent.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from ado_ray.policies import make_policy
+from ado_ray.policies import MixturePolicy, make_policy, register_policy, registered_policies
 from ado_ray.train.mixture import MixtureController
 
 NAMESPACE = "ado-ray"
@@ -32,10 +36,20 @@ def actor_name(trial_name: str) -> str:
 class MixtureService:
     """The thread-safe core of the actor; plain Python, so it is testable without Ray."""
 
-    def __init__(self, policy: str, num_domains: int, options: dict[str, Any], lag: int):
+    def __init__(
+        self,
+        policy: str,
+        num_domains: int,
+        options: dict[str, Any],
+        lag: int,
+        policies: dict[str, type[MixturePolicy]] | None = None,
+    ):
+        for name, cls in (policies or {}).items():  # the driver's in-process registrations
+            register_policy(name, cls, replace=True)
         self._spec = (policy, num_domains, dict(options), lag)
         self._cond = threading.Condition()
-        self._inbox: dict[int, tuple[Any, Any]] = {}
+        self._inbox: dict[int, tuple[Any, Any, bool]] = {}  # step -> observation
+        self._eval_inbox: dict[int, Any] = {}  # steps done -> val losses
         self._reset()
         self._worker = threading.Thread(target=self._drain, daemon=True)
         self._worker.start()
@@ -44,6 +58,7 @@ class MixtureService:
         policy, k, options, lag = self._spec
         self.ctl = MixtureController(make_policy(policy, k, **options), lag=lag)
         self._inbox.clear()
+        self._eval_inbox.clear()
 
     def reset(self) -> None:
         """Back to the untrained state: a run that restarts from step 0 without a checkpoint."""
@@ -51,17 +66,37 @@ class MixtureService:
             self._reset()
             self._cond.notify_all()
 
-    def observe(self, step: int, counts: Any, losses: Any) -> None:
+    def observe(self, step: int, counts: Any, losses: Any, eval_follows: bool = False) -> None:
         with self._cond:
             if step > self.ctl.last_received:
-                self._inbox[int(step)] = (counts, losses)
-            while self.ctl.last_received + 1 in self._inbox:
-                nxt = self.ctl.last_received + 1
-                self.ctl.observe(nxt, *self._inbox.pop(nxt))
+                self._inbox[int(step)] = (counts, losses, bool(eval_follows))
+            self._deliver()
             self._cond.notify_all()
 
+    def observe_eval(self, step: int, val_losses: Any) -> None:
+        with self._cond:
+            if step > self.ctl.last_eval:
+                self._eval_inbox[int(step)] = val_losses
+            self._deliver()
+            self._cond.notify_all()
+
+    def _deliver(self) -> None:
+        """Hand the controller every buffered event that is next in order."""
+        ctl = self.ctl
+        stale = ctl.last_eval if ctl.feedback else ctl.last_received
+        for old in [d for d in self._eval_inbox if d <= stale]:
+            del self._eval_inbox[old]  # replays (or, without feedback, nothing to wait for)
+        while True:
+            nxt = ctl.last_received + 1
+            if nxt in self._eval_inbox:  # the evaluation after nxt steps comes before step nxt
+                ctl.observe_eval(nxt, self._eval_inbox.pop(nxt))
+            elif nxt in self._inbox:
+                ctl.observe(nxt, *self._inbox.pop(nxt))
+            else:
+                return
+
     def _drain(self) -> None:
-        # Apply observations eagerly, one at a time, so refits overlap training.
+        # Apply events eagerly, one step at a time, so refits overlap training.
         while True:
             with self._cond:
                 while not self.ctl.process(upto=self.ctl.last_observed + 1):
@@ -70,14 +105,15 @@ class MixtureService:
 
     def weights_for(self, step: int) -> np.ndarray:
         with self._cond:
+            source = step - self.ctl.lag
             ok = self._cond.wait_for(
-                lambda: self.ctl.last_received >= step - self.ctl.lag, timeout=WAIT_TIMEOUT_S
+                lambda: self.ctl.last_received >= source, timeout=WAIT_TIMEOUT_S
             )
             if not ok:
                 raise TimeoutError(
-                    f"the weights of step {step} need observations up to step "
-                    f"{step - self.ctl.lag}, but none after step {self.ctl.last_received} "
-                    f"arrived in {WAIT_TIMEOUT_S} s"
+                    f"the weights of step {step} need the events up to step {source}, but "
+                    f"only those up to step {self.ctl.received_through()} arrived in "
+                    f"{WAIT_TIMEOUT_S} s"
                 )
             return self.ctl.weights_for(step)
 
@@ -96,6 +132,7 @@ class MixtureService:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with self._cond:
             self._inbox.clear()
+            self._eval_inbox.clear()
             self.ctl.load_state_dict(state)
             self._cond.notify_all()
 
@@ -119,22 +156,24 @@ def create_mixture_actor(
     lag: int,
     num_workers: int = 1,
 ) -> Any:
-    """Create (or find, after a driver restart) the trial's actor."""
+    """Create (or find, after a driver restart) the trial's actor. A policy registered in this
+    process (:func:`ado_ray.policies.register_policy`) is registered in the actor's too."""
+    shipped = {n: c for n, c in registered_policies().items() if n == policy}
     # Each worker may hold lag + 1 waiting weight requests; leave threads for observations too.
     return MixtureActor.options(
         name=actor_name(trial_name),
         namespace=NAMESPACE,
         get_if_exists=True,
         max_concurrency=(lag + 3) * num_workers + 8,
-    ).remote(policy, num_domains, options, lag)
+    ).remote(policy, num_domains, options, lag, shipped)
 
 
 class RayMixture:
-    """The workers' client of the actor, with the methods of ``LocalMixture``.
+    """The workers' :class:`~ado_ray.train.mixture.MixtureClient` of the actor.
 
     Every rank asks the actor for the weights of each step: they are a pure function of the
     step, so all ranks get the same ones without a broadcast. The weights of step ``t + lag``
-    depend only on observations up to ``t``, so they are requested as soon as step ``t`` is
+    depend only on the events up to step ``t``, so they are requested as soon as step ``t`` is
     done: with ``lag >= 2`` the answer is in hand before it is needed, and a worker waits on
     the actor only when the actor falls behind.
     """
@@ -154,18 +193,28 @@ class RayMixture:
             del self._prefetch[old]  # a replay after a restore: those answers are not needed
         return np.asarray(ray.get(ref), dtype=np.float64)
 
-    def observe(self, step: int, counts: Any, losses: Any) -> None:
-        self._track(self.actor.observe.remote(int(step), np.asarray(counts), np.asarray(losses)))
+    def observe(self, step: int, counts: Any, losses: Any, eval_follows: bool = False) -> None:
+        self._track(
+            self.actor.observe.remote(
+                int(step), np.asarray(counts), np.asarray(losses), bool(eval_follows)
+            )
+        )
         self.prefetch(step + 1)
+
+    def observe_eval(self, step: int, val_losses: Any) -> None:
+        """Synchronous: the evaluation after ``step`` steps is in the actor's buffer before the
+        observation of step ``step`` is sent (one round trip per evaluation)."""
+        ray.get(self.actor.observe_eval.remote(int(step), np.asarray(val_losses)))
 
     def prefetch(self, step: int) -> None:
         """Request the weights of steps ``step .. step + lag - 1`` (those not yet requested):
-        called after step ``step - 1``, whose observation is all the last of them needs."""
+        called after step ``step - 1``, whose events are all the last of them needs."""
         for s in range(step, step + self.lag):
             if s not in self._prefetch:
                 self._prefetch[s] = self.actor.weights_for.remote(s)
 
     def reset(self) -> None:
+        self._prefetch.clear()
         ray.get(self.actor.reset.remote())
 
     def record_eval(self, row: dict[str, Any]) -> None:
@@ -193,6 +242,7 @@ class RayMixture:
         return ray.get(self.actor.state_dict.remote())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._prefetch.clear()
         ray.get(self.actor.load_state_dict.remote(state))
 
     def export(self) -> dict[str, Any]:

@@ -1,15 +1,18 @@
-"""A whole study on Ray Tune + Optuna: the ADO search, then the confirm phase against baselines.
+"""A whole study on Ray Tune + Optuna: a search per searched arm, then the confirm phase.
 
 Each Tune trial is a *driver* function that builds a Ray Train run (:func:`run_trial`) and, when
 the run ends, writes the trial's results part. Drivers ask for the ``trial_driver`` custom
 resource and no CPU, so on a 2-CPU laptop trials queue for worker CPUs instead of deadlocking
-(RAY_NOTES.md).
+(see ``docs/architecture.md``).
 
-- **Search**: Optuna (TPE by default) samples ADO's options define-by-run; the paper's defaults
-  are enqueued first; an optional ASHA scheduler stops poor trials at evaluation rounds.
-- **Confirm**: the best ``top_k`` ADO configurations and every baseline, each on every seed, with
-  the same budget. Trial names are deterministic (arm, config, seed), so a resumed study skips the
-  trials already recorded and resumes an interrupted one from its Train checkpoint.
+- **Search**: each searched arm gets its own Optuna study (TPE by default) over its search space,
+  define-by-run, with its own sample budget; the arm's defaults (scaled to the run's length where
+  the policy declares so) are enqueued first; an optional ASHA scheduler stops poor trials at
+  evaluation rounds.
+- **Confirm**: the best ``top_k`` configurations of each searched arm and every other arm, each on
+  every seed, with the same budget. Trial names are deterministic (arm, config, seed), so a
+  resumed study skips the trials already recorded and resumes an interrupted one from its Train
+  checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +28,6 @@ import ray
 from ray import tune
 
 from ado_ray import __version__, storage
-from ado_ray.data import load_corpus
 from ado_ray.distributed import placement
 from ado_ray.distributed.runtime import init_ray
 from ado_ray.distributed.trainer import (
@@ -34,17 +37,17 @@ from ado_ray.distributed.trainer import (
     history_from_checkpoint,
     run_trial,
 )
-from ado_ray.policies import make_policy
+from ado_ray.policies import policy_class, register_policy, registered_policies
+from ado_ray.preflight import preflight
 from ado_ray.results import STUDY_FILE, ResultsWriter, config_id, read_meta, read_results
 from ado_ray.study import Study, dump_study, load_study
-from ado_ray.train.config import TrainConfig
-from ado_ray.train.loop import policy_options_for
 
 log = logging.getLogger(__name__)
 
-SEARCH_DONE = "search_done.json"
-# Options that describe the corpus rather than the policy: not hyperparameters.
-_NOT_HPARAMS = ("token_counts", "seq_len")
+
+def _search_done(label: str) -> str:
+    """The marker file written when arm ``label``'s search phase has completed."""
+    return f"search_done-{label}.json"
 
 
 def _now() -> _dt.datetime:
@@ -62,54 +65,46 @@ def _placement(study: Study) -> Placement:
     )
 
 
-def _hparams(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k not in _NOT_HPARAMS}
+def _hparams(policy: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options that describe the policy, not the run (those the runner fills in are left
+    out: they are the same for every arm)."""
+    context = policy_class(policy).needs.context_options()
+    return {k: v for k, v in options.items() if k not in context}
 
 
-def validate_before_compute(study: Study, corpus: Any) -> int:
-    """Every arm's policy is built once against the corpus, so a bad option (fixed weights of
-    the wrong length, delta_min * K >= 1...) fails before any trial starts. Returns the steps."""
-    total_seqs = int(sum(len(t) for t in corpus.train))
-    steps = study.budget_steps(int(corpus.seq_len), total_seqs)
-    candidates = [(arm, opts) for arm, opts in study.baseline_arms()]
-    if study.ado is not None:
-        candidates.append(("ado", study.default_ado_options(steps)))
-        for name, spec in study.search_space().items():
-            for bound in (getattr(spec, "low", None), getattr(spec, "high", None)):
-                if bound is not None:  # the corners of the space must be valid policies too
-                    candidates.append(("ado", {**study.default_ado_options(steps), name: bound}))
-    for arm, opts in candidates:
-        cfg = TrainConfig(**study.trial_config(arm, opts, study.seeds[0]))
-        try:
-            make_policy(arm, corpus.num_domains, **policy_options_for(cfg, corpus))
-        except ValueError as exc:
-            raise ValueError(f"arms.{arm}: {exc}") from None
-    return steps
-
-
-def _driver(config: dict[str, Any], study_dict: dict, results_uri: str, ray_storage: str) -> None:
+def _driver(
+    config: dict[str, Any],
+    study_dict: dict,
+    results_uri: str,
+    ray_storage: str,
+    policies: dict[str, type] | None = None,
+) -> None:
     """The Tune trial: one Ray Train run, then its results part."""
+    for name, cls in (policies or {}).items():  # the caller's in-process registrations
+        register_policy(name, cls, replace=True)
     study = load_study(study_dict)
     config = config.get("spec", config)  # confirm trials carry their whole spec
-    phase = config.get("phase", "search")
-    arm = config.get("arm", "ado")
+    phase = config["phase"]
+    label = config["arm"]
     seed = int(config["seed"])
     if phase == "search":
-        sampled = {k: config[k] for k in study.search_space() if k in config}
-        options = study.ado_options(sampled)
-        trial_name = f"search-{tune.get_context().get_trial_id()}"
+        sampled = {k: config[k] for k in study.search_space(label) if k in config}
+        options = study.arm_options(label, sampled)
+        trial_name = f"search-{label}-{tune.get_context().get_trial_id()}"
     else:
         options = dict(config["options"])
         trial_name = config["trial_name"]
-    cfg = TrainConfig(**study.trial_config(arm, options, seed))
+    cfg = study.run_config(label, options, seed)
+    policy = cfg.policy
     from ray.tune.integration.ray_train import TuneReportCallback
 
     record: dict[str, Any] = {
         "trial_id": trial_name,
-        "arm": arm,
+        "arm": label,
+        "policy": policy,
         "phase": phase,
         "seed": seed,
-        "config_id": config_id(arm, _hparams(options)),
+        "config_id": config_id(label, _hparams(policy, options)),
         "started_at": _now(),
         "package_version": __version__,
     }
@@ -128,7 +123,7 @@ def _driver(config: dict[str, Any], study_dict: dict, results_uri: str, ray_stor
         record.update(status="interrupted", error=describe_failure(exc))
     resolved = dict(out.get("policy_options") or options)
     record.update(
-        hparams=_hparams(resolved),
+        hparams=_hparams(policy, resolved),
         domains=out.get("domains"),
         finished_at=_now(),
         metrics={
@@ -142,21 +137,22 @@ def _driver(config: dict[str, Any], study_dict: dict, results_uri: str, ray_stor
 
 
 class _SearchSpace:
-    """Optuna's define-by-run space over ADO's options. A class, not a closure: Tune pickles it
-    into the experiment checkpoint that ``--resume`` restores."""
+    """Optuna's define-by-run space over one arm's search space. A class, not a closure: Tune
+    pickles it into the experiment checkpoint that ``--resume`` restores."""
 
-    def __init__(self, study_dict: dict[str, Any], seed: int):
-        self.study_dict, self.seed = study_dict, seed
+    def __init__(self, study_dict: dict[str, Any], label: str, seed: int):
+        self.study_dict, self.label, self.seed = study_dict, label, seed
         self._study: Study | None = None
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         if self._study is None:
             self._study = load_study(self.study_dict)
-        self._study.suggest(trial)
-        return {"phase": "search", "arm": "ado", "seed": self.seed}
+        for name, spec in self._study.search_space(self.label).items():
+            spec.suggest(trial, name)
+        return {"phase": "search", "arm": self.label, "seed": self.seed}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"study_dict": self.study_dict, "seed": self.seed, "_study": None}
+        return {**self.__dict__, "_study": None}
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -191,26 +187,38 @@ def _tune_run_config(name: str, ray_storage: str) -> tune.RunConfig:
 
 def _trainable(study: Study, results_uri: str, ray_storage: str) -> Any:
     fn = tune.with_parameters(
-        _driver, study_dict=study.to_dict(), results_uri=results_uri, ray_storage=ray_storage
+        _driver,
+        study_dict=study.to_dict(),
+        results_uri=results_uri,
+        ray_storage=ray_storage,
+        policies=registered_policies(),
     )
     return tune.with_resources(fn, placement.driver_resources())
 
 
 def _run_search(
-    study: Study, results_uri: str, ray_storage: str, steps: int, conc: int, resume: bool
+    study: Study,
+    label: str,
+    results_uri: str,
+    ray_storage: str,
+    steps: int,
+    conc: int,
+    resume: bool,
 ) -> None:
+    """Arm ``label``'s search: its own Optuna study and Tune experiment (``search-<label>``)."""
     from ray.tune.search.optuna import OptunaSearch
 
     trainable = _trainable(study, results_uri, ray_storage)
-    path = storage.join(ray_storage, "search")
+    path = storage.join(ray_storage, f"search-{label}")
     if resume and tune.Tuner.can_restore(path):
-        log.info("resuming the search phase from %s", path)
+        log.info("resuming the search of arm %s from %s", label, path)
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=False
         )
     else:
-        space = _SearchSpace(study.to_dict(), study.search_seeds[0])
-        points = [study.paper_defaults(steps)] if study.search.enqueue_defaults else None
+        space = _SearchSpace(study.to_dict(), label, study.search_seeds[0])
+        first = study.default_config(label, steps)
+        points = [first] if study.search.enqueue_defaults and first else None
         searcher = OptunaSearch(
             space=space,
             metric=study.metric,
@@ -235,23 +243,28 @@ def _run_search(
                 mode=study.mode,
                 search_alg=searcher,
                 scheduler=scheduler,
-                num_samples=int(study.search.num_samples),
+                num_samples=study.num_samples(label),
                 max_concurrent_trials=conc,
                 trial_dirname_creator=_trial_dirname,
             ),
-            run_config=_tune_run_config("search", ray_storage),
+            run_config=_tune_run_config(f"search-{label}", ray_storage),
         )
     grid = tuner.fit()
-    _record_stopped(study, results_uri, ray_storage, grid, "search")
-    storage.write_text_atomic(storage.join(results_uri, SEARCH_DONE), "{}\n")
+    _record_stopped(study, results_uri, ray_storage, grid, "search", label)
+    storage.write_text_atomic(storage.join(results_uri, _search_done(label)), "{}\n")
 
 
 def _record_stopped(
-    study: Study, results_uri: str, ray_storage: str, grid: Any, phase: str
+    study: Study,
+    results_uri: str,
+    ray_storage: str,
+    grid: Any,
+    phase: str,
+    label: str | None = None,
 ) -> None:
     """Record the trials that never reached their own results write: those a scheduler stopped
     (pruned, with their last reported metrics), and those whose driver died (failed). Their
-    history is what their last checkpoint holds."""
+    history is what their last checkpoint holds. ``label``: the searched arm (search phase)."""
     writer = ResultsWriter(results_uri, study.name)
     done = writer.finished_trial_ids()
     domains = (read_meta(results_uri) or {}).get("domains")
@@ -259,10 +272,11 @@ def _record_stopped(
         cfg = result.config or {}
         if phase == "search":
             trial_id = result.path.rstrip("/").rsplit("/", 1)[-1] if result.path else None
-            if trial_id is None:
+            if trial_id is None or label is None:
                 continue
-            name, arm, seed = f"search-{trial_id}", "ado", cfg.get("seed")
-            options = study.ado_options({k: cfg[k] for k in study.search_space() if k in cfg})
+            name, arm, seed = f"search-{label}-{trial_id}", label, cfg.get("seed")
+            sampled = {k: cfg[k] for k in study.search_space(label) if k in cfg}
+            options = study.arm_options(label, sampled)
         else:
             spec = cfg.get("spec") or {}
             if "trial_name" not in spec:
@@ -284,22 +298,25 @@ def _record_stopped(
         metrics = result.metrics or {}
         saved = history_from_checkpoint(ray_storage, name) if domains else None
         saved = saved or {}
+        policy = study.arm(arm).policy
         writer.add_trial(
             {
                 "trial_id": name,
                 "arm": arm,
+                "policy": policy,
                 "phase": phase,
                 "seed": seed,
-                "config_id": config_id(arm, _hparams(options)),
+                "config_id": config_id(arm, _hparams(policy, options)),
                 "status": status,
                 "error": None if result.error is None else describe_failure(result.error),
-                "hparams": _hparams(options),
+                "hparams": _hparams(policy, options),
                 "metrics": {
                     k: metrics.get(k)
                     for k in (
                         "val_loss_balanced",
                         "val_loss_natural",
                         "tokens_seen",
+                        "eval_tokens",
                         "tokens_per_second",
                     )
                     if k in metrics
@@ -311,27 +328,31 @@ def _record_stopped(
         )
 
 
-def best_ado_configs(study: Study, results_uri: str) -> list[dict[str, Any]]:
-    """The top ``top_k`` distinct ADO configurations of the search, as full policy options."""
-    if not study.has_search:
-        return []
-    trials = read_results(results_uri).trials
-    ok = trials[(trials.phase == "search") & (trials.status == "completed")]
-    ok = ok[np.isfinite(ok[study.metric].astype(float))]
-    ok = ok.sort_values(study.metric, ascending=study.mode == "min").drop_duplicates("config_id")
-    configs = []
-    space = study.search_space()
-    for _, row in ok.head(int(study.search.top_k)).iterrows():
-        sampled = {}
-        for name, spec in space.items():
-            value = row[f"hp_{name}"]
-            sampled[name] = (
-                int(value)
-                if spec.type == "int"
-                else (value.item() if hasattr(value, "item") else value)
-            )
-        configs.append(study.ado_options(sampled))
-    return configs
+def best_configs(study: Study, results_uri: str) -> dict[str, list[dict[str, Any]]]:
+    """Each searched arm's top ``top_k`` distinct configurations, as full policy options."""
+    searched = study.searched_arms()
+    if not searched:
+        return {}
+    trials = read_results(results_uri, with_steps=False).trials
+    out: dict[str, list[dict[str, Any]]] = {}
+    for label in searched:
+        ok = trials[
+            (trials.phase == "search") & (trials.status == "completed") & (trials.arm == label)
+        ]
+        ok = ok[np.isfinite(ok[study.metric].astype(float))]
+        ok = ok.sort_values(study.metric, ascending=study.mode == "min")
+        ok = ok.drop_duplicates("config_id")
+        configs = []
+        space = study.search_space(label)
+        for _, row in ok.head(int(study.search.top_k)).iterrows():
+            sampled = {}
+            for name, spec in space.items():
+                value = row[f"hp_{name}"]
+                value = value.item() if hasattr(value, "item") else value
+                sampled[name] = int(value) if spec.type == "int" else value
+            configs.append(study.arm_options(label, sampled))
+        out[label] = configs
+    return out
 
 
 def _run_confirm(
@@ -340,14 +361,13 @@ def _run_confirm(
     ray_storage: str,
     steps: int,
     conc: int,
-    configs: list[dict[str, Any]],
+    configs: dict[str, list[dict[str, Any]]],
 ) -> None:
     writer = ResultsWriter(results_uri, study.name)
     done = writer.finished_trial_ids()
     specs = []
-    ado_configs = configs or ([study.default_ado_options(steps)] if study.ado else [])
-    for trial in study.confirm_trials(ado_configs):
-        cid = config_id(trial.arm, _hparams(trial.policy_options))
+    for trial in study.confirm_trials(configs, steps):
+        cid = config_id(trial.arm, _hparams(study.arm(trial.arm).policy, trial.policy_options))
         name = f"confirm-{trial.arm}-{cid}-s{trial.seed}"
         if name in done:
             continue
@@ -422,8 +442,11 @@ def run_sweep(
     storage_uri: str | None = None,
     resume: bool = False,
     address: str | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> str:
-    """Run (or, with ``resume``, continue) a whole study; returns its results URI."""
+    """Run (or, with ``resume``, continue) a whole study; returns its results URI.
+
+    ``announce`` is given the study's plan (text) once it is checked, before Ray starts."""
     study = load_study(study)
     root = storage.normalize(storage_uri or study.storage)
     results_uri = storage.join(root, study.name)
@@ -434,8 +457,10 @@ def run_sweep(
         )
     if resume:
         check_resume_matches(study, results_uri)
-    corpus = load_corpus(study.data.source, **study.data.options)
-    steps = validate_before_compute(study, corpus)
+    checked = preflight(study)
+    corpus, steps = checked.corpus, checked.steps
+    if announce is not None:
+        announce(checked.plan.text())
     resources = init_ray(address)
     # Plan for what the autoscaler can add, not just the nodes up now (a fresh cluster is its head).
     cap = placement.plan_capacity(resources, ray.nodes(), placement.load_autoscaler_config())
@@ -459,13 +484,20 @@ def run_sweep(
             "seq_len": int(corpus.seq_len),
             "total_steps": steps,
             "domains": list(corpus.domains),
+            "arms": {label: arm.policy for label, arm in study.arms.items()},
+            "search_spaces": {
+                label: {k: v.to_dict() for k, v in study.search_space(label).items()}
+                for label in study.arms
+                if study.arms[label].search
+            },
         },
     )
     ray_storage = storage.join(results_uri, "ray")
-    if study.has_search and not storage.exists(storage.join(results_uri, SEARCH_DONE)):
-        _run_search(study, results_uri, ray_storage, steps, conc, resume)
-        writer.merge()
-    configs = best_ado_configs(study, results_uri)
+    for label in study.searched_arms():
+        if not storage.exists(storage.join(results_uri, _search_done(label))):
+            _run_search(study, label, results_uri, ray_storage, steps, conc, resume)
+            writer.merge()
+    configs = best_configs(study, results_uri)
     _run_confirm(study, results_uri, ray_storage, steps, conc, configs)
     writer.merge()
     return results_uri

@@ -5,6 +5,7 @@ The trial's driver (a Tune function trainable, or the ``ado-ray train`` process)
 trial's record from the actor. Workers checkpoint the model, optimiser, scheduler, sampler and the
 actor's state through ``ray.train.report``; after a worker failure (``FailureConfig``) or a Tune
 restore they resume from the last checkpoint with the weights and batches they would have had.
+See ``docs/architecture.md`` for how the driver, the workers and the mixture actor fit together.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ado_ray import storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed.actor import NAMESPACE, RayMixture, actor_name, create_mixture_actor
 from ado_ray.train.config import TrainConfig
-from ado_ray.train.loop import Runtime, policy_options_for, run_training
+from ado_ray.train.loop import Runtime, resolve_policy_options, run_training
 from ado_ray.train.mixture import history_from_state
 
 log = logging.getLogger(__name__)
@@ -65,20 +66,18 @@ class Placement:
         )
 
 
-class _TracedMixture:
-    """A mixture client that logs the weights each rank uses, for checking ranks agree."""
+class _TracedMixture(RayMixture):
+    """The actor's client, logging the weights this rank uses, for checking ranks agree."""
 
-    def __init__(self, inner: RayMixture, path: Path):
-        self.inner, self.path = inner, path
+    def __init__(self, actor: Any, rank: int, lag: int, path: Path):
+        super().__init__(actor, rank, lag=lag)
+        self.path = path
 
     def weights(self, step: int) -> Any:
-        w = self.inner.weights(step)
+        w = super().weights(step)
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "weights": w.tolist()}) + "\n")
         return w
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def _load_state(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | None:
@@ -117,11 +116,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 marker.write_text(str(os.getpid()))
                 os._exit(1)
 
-    mixture = RayMixture(actor, rank, lag=cfg.mixture_lag)
+    lag = cfg.training.mixture_lag
     trace_dir = config.get("trace_dir")
     if trace_dir:
         # Diagnostics: every rank appends (step, weights) as it uses them.
-        mixture = _TracedMixture(mixture, Path(trace_dir) / f"rank{rank}.jsonl")
+        mixture: RayMixture = _TracedMixture(
+            actor, rank, lag, Path(trace_dir) / f"rank{rank}.jsonl"
+        )
+    else:
+        mixture = RayMixture(actor, rank, lag=lag)
     runtime = Runtime(
         rank=rank,
         world_size=world,
@@ -159,15 +162,15 @@ def run_trial(
     restarted driver finds its checkpoints.
     """
     placement = placement or Placement()
-    corpus = corpus if corpus is not None else load_corpus(cfg.data_source, **cfg.data_options)
-    options = policy_options_for(cfg, corpus)
+    corpus = corpus if corpus is not None else load_corpus(cfg.data.source, **cfg.data.options)
+    options = resolve_policy_options(cfg, corpus)
     # The actor validates the options at once: a bad one fails here, before any training.
     actor = create_mixture_actor(
         trial_name,
         cfg.policy,
         corpus.num_domains,
         options,
-        cfg.mixture_lag,
+        cfg.training.mixture_lag,
         num_workers=placement.num_workers,
     )
     ray.get(actor.last_observed.remote())

@@ -91,111 +91,132 @@ from typing import Any
 
 import numpy as np
 
-from .base import (
-    MixturePolicy,
-    check_bool,
-    check_choice,
-    check_int,
-    check_options,
-    check_range,
-    floor_clip,
-    resolve_prior,
-)
+from .base import MixturePolicy, floor_clip
+from .options import Needs, Option
 from .scaling_law import LawBounds, fit_scaling_laws, smooth_at
 
-__all__ = ["ADO_DEFAULTS", "AdoPolicy"]
+__all__ = ["ADO_DEFAULTS", "ADO_OPTIONS", "AdoPolicy"]
 
-#: Default option values (the authors' 124M configuration where they have one).
-ADO_DEFAULTS: dict[str, Any] = {
-    "seq_len": 1024,
-    "warmup_steps": 500,
-    "update_interval": 1000,
-    "gamma1": 0.1,
-    "gamma2": 0.1,
-    "s": 0.5,
-    "delta_min": 0.01,
-    "ignore_steps": 1000,
-    "subsample": 10,
-    "smoothing": True,
-    "smoothing_window": 101,
-    "smoothing_order": 3,
-    "count_mode": "same_step_size",
-    "count_unit": "tokens_1024",
-    "alpha_max": 0.8,
-    "alpha_min": 0.001,
-    "log_beta_max": 6.5,
-    "log_eps_min": 0.5,
-    "huber_delta": 1e-3,
-    "min_fit_points": 20,
-    "tie_rtol": 0.01,
-    "alpha_floor": 0.05,
-    "pibar_clock": "global_step",
-    "clip": "rho",
-    "credit": "sampled",
-    "lambda_form": "h^s",
-}
+_I, _F, _C = "int", "float", "choice"
 
-_CHOICES = {
-    "count_mode": ("same_step_size", "own"),
-    "count_unit": ("tokens_1024", "sequences"),
-    "pibar_clock": ("global_step", "since_first_fit"),
-    "clip": ("rho", "pi"),
-    "credit": ("sampled", "policy"),
-    "lambda_form": ("h^s", "(h(1-h))^s"),
-}
+#: ADO's options, with the authors' defaults (their 124M configuration) where they have one.
+ADO_OPTIONS: tuple[Option, ...] = (
+    Option("seq_len", 1024, _I, "tokens per sequence (set from the corpus)", low=1),
+    Option("warmup_steps", 500, _I, "steps sampled from the prior before the first fit", low=0),
+    Option("update_interval", 1000, _I, "steps between refits", low=1),
+    Option("gamma1", 0.1, _F, "credit EMA rate (h)", low=0.0, high=1.0, low_open=True),
+    Option("gamma2", 0.1, _F, "weight of the new preference rho in pi", 0.0, 1.0, True),
+    Option("s", 0.5, _F, "credit exponent: lambda = h^s", low=0.0),
+    Option("delta_min", 0.01, _F, "weight floor per domain (below 1/K)", 0.0, 1.0, False, True),
+    Option("ignore_steps", 1000, _I, "first steps left out of the fits", low=0),
+    Option("subsample", 10, _I, "fit every n-th step of the window", low=1),
+    Option("smoothing", True, "bool", "Savitzky-Golay smoothing of the loss series"),
+    Option("smoothing_window", 101, _I, "smoothing window (odd, > smoothing_order)", low=1),
+    Option("smoothing_order", 3, _I, "smoothing polynomial order", low=0),
+    Option(
+        "count_mode",
+        "same_step_size",
+        _C,
+        "n counts every sequence trained (authors) or a domain's own",
+        choices=("same_step_size", "own"),
+    ),
+    Option(
+        "count_unit",
+        "tokens_1024",
+        _C,
+        "n in 1024-token sequences (authors' bounds) or in sequences",
+        choices=("tokens_1024", "sequences"),
+    ),
+    Option("alpha_max", 0.8, _F, "law bound: hinge above this alpha"),
+    Option("alpha_min", 0.001, _F, "law bound: hinge below this alpha (< alpha_max)"),
+    Option("log_beta_max", 6.5, _F, "law bound: hinge above this log beta"),
+    Option("log_eps_min", 0.5, _F, "law bound: hinge below this log eps (0.5: 1.65 nats)"),
+    Option("huber_delta", 1e-3, _F, "Huber delta of the fit objective", 0.0, None, True),
+    Option("min_fit_points", 20, _I, "points the fit window needs before the first fit", low=3),
+    Option("tie_rtol", 0.01, _F, "near-best fits within this tolerance prefer less reducible loss", low=0.0),
+    Option("alpha_floor", 0.05, _F, "floor on alpha in the learning speed", low=0.0),
+    Option(
+        "pibar_clock",
+        "global_step",
+        _C,
+        "pibar's clock: the global step (authors) or steps since the first fit",
+        choices=("global_step", "since_first_fit"),
+    ),
+    Option("clip", "rho", _C, "floor rho (authors) or pi (Mixtera)", choices=("rho", "pi")),
+    Option(
+        "credit",
+        "sampled",
+        _C,
+        "h tracks the sampled shares (authors) or pi (Mixtera)",
+        choices=("sampled", "policy"),
+    ),
+    Option(
+        "lambda_form",
+        "h^s",
+        _C,
+        "credit form: the paper's h^s or the first release's (h(1-h))^s",
+        choices=("h^s", "(h(1-h))^s"),
+    ),
+)
+
+#: Default option values, derived from :data:`ADO_OPTIONS`.
+ADO_DEFAULTS: dict[str, Any] = {o.name: o.default for o in ADO_OPTIONS}
+
+#: The options that are step counts; their defaults are 1,000 of the authors' 60,000 steps
+#: (1.7%), so :meth:`AdoPolicy.scaled_defaults` sets them to this fraction of the run.
+STEP_OPTIONS = ("warmup_steps", "update_interval", "ignore_steps")
+STEP_FRACTION = 0.02
 
 
-def _resolve(k: int, options: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-    check_options("ado", options, ("prior", "token_counts", *ADO_DEFAULTS))
-    opts = dict(options)
-    mu = resolve_prior(opts, k, required=False, policy="ado")
-    o = {**ADO_DEFAULTS, **opts}
-    r: dict[str, Any] = {"prior": mu.tolist()}
-    r["seq_len"] = check_int("seq_len", o["seq_len"], 1)
-    r["warmup_steps"] = check_int("warmup_steps", o["warmup_steps"], 0)
-    r["update_interval"] = check_int("update_interval", o["update_interval"], 1)
-    r["gamma1"] = check_range("gamma1", o["gamma1"], 0.0, 1.0, lo_open=True)
-    r["gamma2"] = check_range("gamma2", o["gamma2"], 0.0, 1.0, lo_open=True)
-    r["s"] = check_range("s", o["s"], 0.0)
-    r["delta_min"] = check_range(
-        "delta_min", o["delta_min"], 0.0, 1.0 / k, hi_open=True, note=f" (1/num_domains, K={k})"
-    )
-    r["ignore_steps"] = check_int("ignore_steps", o["ignore_steps"], 0)
-    r["subsample"] = check_int("subsample", o["subsample"], 1)
-    r["smoothing"] = check_bool("smoothing", o["smoothing"])
-    r["smoothing_order"] = check_int("smoothing_order", o["smoothing_order"], 0)
-    r["smoothing_window"] = check_int("smoothing_window", o["smoothing_window"], 1)
+def _resolve_extra(k: int, r: dict[str, Any]) -> None:
+    """The checks that involve K or several options (the rest are the declarations')."""
+    if r["delta_min"] >= 1.0 / k:
+        raise ValueError(
+            f"delta_min={r['delta_min']!r} is out of range: allowed [0, {1.0 / k!r}) "
+            f"(1/num_domains, K={k})"
+        )
     if r["smoothing_window"] % 2 == 0 or r["smoothing_window"] <= r["smoothing_order"]:
         raise ValueError(
             f"smoothing_window={r['smoothing_window']} is not allowed: allowed an odd "
             f"integer > smoothing_order ({r['smoothing_order']})"
         )
-    for name in ("count_mode", "count_unit", "pibar_clock", "clip", "credit", "lambda_form"):
-        r[name] = check_choice(name, o[name], _CHOICES[name])
-    r["alpha_max"] = check_range("alpha_max", o["alpha_max"])
-    r["alpha_min"] = check_range(
-        "alpha_min", o["alpha_min"], hi=r["alpha_max"], hi_open=True, note=" (below alpha_max)"
-    )
-    r["log_beta_max"] = check_range("log_beta_max", o["log_beta_max"])
-    r["log_eps_min"] = check_range("log_eps_min", o["log_eps_min"])
-    r["huber_delta"] = check_range("huber_delta", o["huber_delta"], 0.0, lo_open=True)
-    r["min_fit_points"] = check_int("min_fit_points", o["min_fit_points"], 3)
-    r["tie_rtol"] = check_range("tie_rtol", o["tie_rtol"], 0.0)
-    r["alpha_floor"] = check_range("alpha_floor", o["alpha_floor"], 0.0)
-    return mu, r
+    if not r["alpha_min"] < r["alpha_max"]:
+        raise ValueError(
+            f"alpha_min={r['alpha_min']!r} is out of range: allowed (-inf, {r['alpha_max']!r}) "
+            "(below alpha_max)"
+        )
 
 
 class AdoPolicy(MixturePolicy):
-    """ADO (see the module docstring). Options and defaults: ``ADO_DEFAULTS``,
+    """ADO: online scaling-law fits turned into learning-speed-weighted, smoothed weights.
+
+    See the module docstring. Options and defaults: ``ADO_OPTIONS``,
     plus ``prior=`` (a distribution) or ``token_counts=`` (normalised); the
     default prior is uniform."""
 
     name = "ado"
+    options_spec = ADO_OPTIONS
+    needs = Needs(prior=True, seq_len=True)
+    # A broad space over the four mixing knobs (the quickstart's).
+    search_space = {
+        "gamma1": {"type": "loguniform", "low": 0.01, "high": 1.0},
+        "gamma2": {"type": "uniform", "low": 0.01, "high": 1.0},
+        "s": {"type": "uniform", "low": 0.0, "high": 1.0},
+        "delta_min": {"type": "loguniform", "low": 0.001, "high": 0.05},
+    }
+
+    @classmethod
+    def scaled_defaults(cls, total_steps: int | None) -> dict[str, Any]:
+        """``warmup_steps``, ``update_interval`` and ``ignore_steps`` at ``STEP_FRACTION`` (2%)
+        of the run, as the authors' 1,000 of 60,000 steps; 1,000 when the length is unknown."""
+        value = 1000 if total_steps is None else max(1, round(STEP_FRACTION * total_steps))
+        return dict.fromkeys(STEP_OPTIONS, value)
 
     def __init__(self, num_domains: int, **options: Any) -> None:
         super().__init__(num_domains)
-        mu, self._resolved = _resolve(self._k, options)
+        mu = self._resolve_options(options)
         o = self._resolved
+        _resolve_extra(self._k, o)
         k = self._k
         self._mu = mu
         self._g1 = o["gamma1"]
@@ -263,6 +284,20 @@ class AdoPolicy(MixturePolicy):
             return None
         p = self._log_params
         return np.stack([np.exp(p[:, 1]), np.exp(p[:, 0]), p[:, 2]], axis=1)
+
+    def diagnostics(self) -> dict[str, np.ndarray]:
+        """The latest fitted laws (``law_eps``, ``law_beta``, ``law_alpha``) and the step they
+        were fitted at (``law_fit_step``, the same for every domain); empty before the first
+        fit."""
+        laws = self.fitted_laws()
+        if laws is None:
+            return {}
+        return {
+            "law_eps": laws[:, 0],
+            "law_beta": laws[:, 1],
+            "law_alpha": laws[:, 2],
+            "law_fit_step": np.full(self._k, float(self._last_fit)),
+        }
 
     def _refit(self, t: int) -> bool:
         """Fit the laws on steps 0..t; True if at least one law is finite.
@@ -399,7 +434,9 @@ class AdoPolicy(MixturePolicy):
         vsum = float(num[valid].sum())
         free = 1.0 - float(self._mu[~valid].sum())
         if vsum > 0.0 and free > 0.0:
-            return np.where(valid, num * (free / vsum), self._mu)
+            # Shares first, then scale: free / vsum overflows when vsum is subnormal.
+            share = np.divide(num, vsum, out=np.zeros_like(num), where=valid)
+            return np.where(valid, share * free, self._mu)
         return self._mu.copy()
 
     def _set_law_cache(self) -> None:

@@ -22,13 +22,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .options import PRIOR_OPTION, PRIOR_OPTIONS, Needs, Option, resolve_options
+
 __all__ = [
     "MixturePolicy",
     "check_bool",
     "check_choice",
     "check_distribution",
     "check_int",
-    "check_options",
     "check_range",
     "check_token_counts",
     "floor_clip",
@@ -183,18 +184,6 @@ def resolve_prior(options: dict[str, Any], k: int, *, required: bool, policy: st
     return np.full(k, 1.0 / k)
 
 
-def check_options(policy: str, given: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    """Raise ``ValueError`` naming any unknown option and listing the allowed ones."""
-    allowed = sorted(allowed)
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        names = ", ".join(repr(u) for u in unknown)
-        raise ValueError(
-            f"unknown option {names} for policy {policy!r}: allowed "
-            + (", ".join(allowed) if allowed else "none")
-        )
-
-
 def floor_clip(p: np.ndarray, floor: float) -> np.ndarray:
     """The distribution q with q_k = max(floor, c * p_k), sum(q) = 1.
 
@@ -227,18 +216,82 @@ def floor_clip(p: np.ndarray, floor: float) -> np.ndarray:
 class MixturePolicy(abc.ABC):
     """Base class of the mixture policies (see the module docstring).
 
-    Subclasses set ``name``, implement :meth:`weights`, and may override
-    :meth:`_observe` (called with validated float64 arrays), :meth:`_state`
-    and :meth:`_load_state`.
+    A subclass declares itself with class attributes, from which the study schema, the search
+    space, the CLI and the README are derived:
+
+    - ``name``: the registered name (``make_policy(name, ...)``);
+    - ``options_spec``: its options, as :class:`~ado_ray.policies.options.Option` objects;
+    - ``needs``: what the runner must supply (:class:`~ado_ray.policies.options.Needs`);
+    - ``search_space``: a default search space, ``{option: {type, low, high, ...}}`` in the
+      study file's form (a study uses it with ``search: default``);
+    - :meth:`scaled_defaults`: defaults that scale with the run's length (used for the point a
+      search enqueues first).
+
+    It implements :meth:`weights`, and may override :meth:`_observe` (validated float64 arrays),
+    :meth:`_observe_eval`, :meth:`diagnostics`, :meth:`_state` and :meth:`_load_state`.
+    ``__init__`` calls :meth:`_resolve_options` with the caller's options.
     """
 
     name: ClassVar[str] = ""
+    options_spec: ClassVar[tuple[Option, ...]] = ()
+    needs: ClassVar[Needs] = Needs()
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, num_domains: int) -> None:
         self._k = check_int("num_domains", num_domains, 2)
         self._steps = 0
         self._resolved: dict[str, Any] = {}
         self._ones = np.ones(self._k)
+
+    # -- declarations -----------------------------------------------------
+
+    @classmethod
+    def declared_options(cls) -> dict[str, Option]:
+        """Option name -> declaration."""
+        return {o.name: o for o in cls.options_spec}
+
+    @classmethod
+    def accepted_options(cls) -> tuple[str, ...]:
+        """Every option name ``__init__`` accepts: the declared ones, plus ``prior`` and
+        ``token_counts`` for a policy that needs a prior."""
+        extra = PRIOR_OPTIONS if cls.needs.prior else ()
+        return tuple(o.name for o in cls.options_spec) + extra
+
+    @classmethod
+    def user_options(cls) -> dict[str, Option]:
+        """The options a study (or ``--set``) may give: the declared ones, less those the runner
+        supplies (``needs``), plus ``prior`` for a policy that needs a prior."""
+        context = set(cls.needs.context_options())
+        out = {o.name: o for o in cls.options_spec if o.name not in context}
+        if cls.needs.prior:
+            out["prior"] = PRIOR_OPTION
+        return out
+
+    @classmethod
+    def scaled_defaults(cls, total_steps: int | None) -> dict[str, Any]:
+        """Defaults that scale with the run's length (``total_steps`` optimiser steps, None when
+        unknown). The base class has none."""
+        return {}
+
+    @classmethod
+    def describe(cls) -> str:
+        """The first line of the class docstring."""
+        return (cls.__doc__ or cls.name).strip().splitlines()[0]
+
+    def _resolve_options(
+        self, options: Mapping[str, Any], *, prior_required: bool = False
+    ) -> np.ndarray | None:
+        """Check ``options`` against the declarations and store the resolved values (defaults
+        filled in) as :attr:`options`. Returns the prior for a policy that needs one (uniform
+        when neither ``prior`` nor ``token_counts`` is given, unless ``prior_required``)."""
+        extra = PRIOR_OPTIONS if self.needs.prior else ()
+        resolved = resolve_options(self.name, self.options_spec, options, extra=extra)
+        mu = None
+        if self.needs.prior:
+            mu = resolve_prior(dict(options), self._k, required=prior_required, policy=self.name)
+            resolved = {"prior": mu.tolist(), **resolved}
+        self._resolved = resolved
+        return mu
 
     # -- public interface -------------------------------------------------
 
@@ -262,13 +315,15 @@ class MixturePolicy(abc.ABC):
         return {k: (list(v) if isinstance(v, list) else v) for k, v in self._resolved.items()}
 
     @property
-    def last_fit_step(self) -> int | None:
-        """The step at whose ``observe`` the latest law fit was made (None: never)."""
-        return None
+    def wants_eval_feedback(self) -> bool:
+        """Whether the loop should call :meth:`observe_eval` after each held-out evaluation
+        (``needs.eval_feedback`` by default; a policy may decide from its options)."""
+        return self.needs.eval_feedback
 
-    def fitted_laws(self) -> np.ndarray | None:
-        """Latest per-domain (eps, beta, alpha) as (K, 3), or None."""
-        return None
+    def diagnostics(self) -> dict[str, np.ndarray]:
+        """Named per-domain arrays (each of length K) describing the policy's current internal
+        state, for the results (ADO: its fitted law parameters). Empty by default."""
+        return {}
 
     @abc.abstractmethod
     def weights(self) -> np.ndarray:
@@ -296,6 +351,21 @@ class MixturePolicy(abc.ABC):
             raise ValueError(f"counts={_show(c)} is not allowed: allowed finite numbers >= 0")
         self._observe(self._steps, c, l_, c_min, total)
         self._steps += 1
+
+    def observe_eval(self, step: int, val_losses: Any) -> None:
+        """Record held-out per-domain losses measured after ``step`` training steps, that is
+        between ``observe(step - 1)`` and ``observe(step)``: ``step`` must equal
+        :attr:`steps_observed`. Non-finite entries mean "not measured". Only called for policies
+        whose :attr:`wants_eval_feedback` is true; the base class ignores it."""
+        if step != self._steps or isinstance(step, bool):
+            raise ValueError(
+                f"eval step={_show(step)} is out of order: expected {self._steps} "
+                "(an evaluation after step t-1 comes before observe(t))"
+            )
+        v = np.asarray(val_losses, dtype=np.float64)
+        if v.shape != (self._k,):
+            raise ValueError(f"val_losses has shape {v.shape}: expected ({self._k},)")
+        self._observe_eval(int(step), v)
 
     def state_dict(self) -> dict[str, Any]:
         """The whole state, as plain Python / NumPy values (picklable)."""
@@ -344,6 +414,10 @@ class MixturePolicy(abc.ABC):
 
         The baselines ignore it.
         """
+        return None
+
+    def _observe_eval(self, step: int, val_losses: np.ndarray) -> None:
+        """Validated held-out losses (see :meth:`observe_eval`)."""
         return None
 
     def _state(self) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import MixturePolicy, check_distribution, check_options, resolve_prior
+from .base import MixturePolicy, check_distribution
+from .options import REQUIRED, Needs, Option
 
 __all__ = ["FixedPolicy", "NaturalPolicy", "UniformPolicy"]
 
@@ -23,38 +24,41 @@ class _ConstantPolicy(MixturePolicy):
 
 
 class UniformPolicy(_ConstantPolicy):
-    """Every domain 1/K. No options."""
+    """Every domain 1/K (stratified sampling)."""
 
     name = "uniform"
 
     def __init__(self, num_domains: int, **options: Any) -> None:
         super().__init__(num_domains)
-        check_options(self.name, options, ())
+        self._resolve_options(options)
+        self._resolved = {}
         self._w = np.full(self._k, 1.0 / self._k)
 
 
 class NaturalPolicy(_ConstantPolicy):
-    """The natural proportions: ``prior=`` (a distribution) or ``token_counts=``
-    (per-domain token counts, normalised). ``options`` reports ``prior``."""
+    """The natural proportions: each domain's share of the training tokens.
+
+    ``prior=`` (a distribution) or ``token_counts=`` (per-domain token counts, normalised);
+    ``options`` reports ``prior``."""
 
     name = "natural"
+    needs = Needs(prior=True)
 
     def __init__(self, num_domains: int, **options: Any) -> None:
         super().__init__(num_domains)
-        check_options(self.name, options, ("prior", "token_counts"))
-        self._w = resolve_prior(dict(options), self._k, required=True, policy=self.name)
-        self._resolved = {"prior": self._w.tolist()}
+        self._w = self._resolve_options(options, prior_required=True)
 
 
 class FixedPolicy(_ConstantPolicy):
-    """Given weights: ``weights=`` (a distribution, required)."""
+    """Given weights, the same at every step."""
 
     name = "fixed"
+    options_spec = (
+        Option("weights", REQUIRED, "distribution", "the sampling weights, one per domain"),
+    )
 
     def __init__(self, num_domains: int, **options: Any) -> None:
         super().__init__(num_domains)
-        check_options(self.name, options, ("weights",))
-        if "weights" not in options:
-            raise ValueError("policy 'fixed' needs weights= (a distribution over the domains)")
+        self._resolve_options(options)
         self._w = check_distribution("weights", options["weights"], self._k)
         self._resolved = {"weights": self._w.tolist()}

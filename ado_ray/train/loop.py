@@ -2,7 +2,9 @@
 
 One function, :func:`run_training`, runs a whole trial on one process, or on one rank of a DDP
 group (the Ray Train shell in :mod:`ado_ray.distributed.trainer` supplies the rank, the device,
-the DDP wrapper and the checkpoint hook). Each step:
+the DDP wrapper and the checkpoint hook). It is a flat loop over a :class:`TrainState` (where the
+run is: step, tokens, timings, last losses), built from :class:`Runtime` and small helpers. Each
+step (:func:`_train_step`):
 
 1. ask the mixture for the step's weights (policy wait);
 2. draw the global batch with the :class:`~ado_ray.data.MixtureSampler`, keep this rank's shard;
@@ -10,7 +12,12 @@ the DDP wrapper and the checkpoint hook). Each step:
    sequence count come out of the same pass; under DDP they are all-reduced across ranks;
 4. step the optimiser; hand the all-reduced per-domain statistics to the mixture (rank 0).
 
-Every ``eval_interval`` steps and at the end, every domain's held-out set is evaluated.
+Before training, every ``eval_interval`` steps and at the end, every domain's held-out set is
+evaluated (:func:`_evaluate`); a policy that wants it gets the per-domain held-out losses too
+(``observe_eval``), in order with the step observations, so its weights stay a pure function of
+what it has seen (:mod:`ado_ray.train.mixture`). Each evaluation is reported, with a checkpoint
+every ``checkpoint_interval`` steps and at the end (:func:`_report`). The mixture is any
+:class:`~ado_ray.train.mixture.MixtureClient`. See ``docs/architecture.md`` for the whole picture.
 """
 
 from __future__ import annotations
@@ -30,15 +37,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ado_ray.data import MixtureSampler, load_corpus
-from ado_ray.policies import make_policy
+from ado_ray.policies import complete_options, make_policy
 from ado_ray.train.config import TrainConfig
 from ado_ray.train.metrics import aggregate
-from ado_ray.train.mixture import LocalMixture, MixtureController
+from ado_ray.train.mixture import LocalMixture, MixtureClient, MixtureController
 from ado_ray.train.model import build_model
 
 log = logging.getLogger(__name__)
 
 ReportFn = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
+
+#: The layout of the training checkpoint. Version 1 had no ``version`` nor ``eval_tokens``.
+CHECKPOINT_VERSION = 2
+TIMERS = ("data", "compute", "policy_wait", "eval", "wall")
 
 
 @dataclass
@@ -59,23 +70,47 @@ class Runtime:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def policy_options_for(cfg: TrainConfig, corpus: Any) -> dict[str, Any]:
-    """The policy's options, completed from the corpus: natural prior, sequence length."""
-    options = dict(cfg.policy_options)
-    if (
-        cfg.policy in ("natural", "ado")
-        and "prior" not in options
-        and "token_counts" not in options
-    ):
-        options["token_counts"] = np.asarray(corpus.token_counts(), dtype=np.float64).tolist()
-    if cfg.policy == "ado":
-        options.setdefault("seq_len", int(corpus.seq_len))
-    return options
+@dataclass
+class TrainState:
+    """Where a run is. ``step`` is the next step to run (the number of steps done)."""
+
+    step: int = 0
+    tokens_seen: int = 0  # training tokens, all ranks
+    eval_tokens: int = 0  # held-out tokens evaluated, all ranks, every evaluation
+    eval_round: int = 0  # evaluations reported (the step-0 one is not)
+    timing: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMERS, 0.0))
+    train_loss: float = float("nan")  # the last step's mean training loss
+    last_eval: dict[str, Any] | None = None  # the last evaluation's losses and metrics
+    last_checkpoint: int = 0  # steps done at the last checkpoint (or the start)
+
+
+def total_train_sequences(corpus: Any) -> int:
+    return int(sum(len(t) for t in corpus.train))
+
+
+def run_total_steps(cfg: TrainConfig, corpus: Any) -> int:
+    """The run's optimiser steps for ``cfg``'s budget on ``corpus``."""
+    return cfg.training.total_steps(int(corpus.seq_len), total_train_sequences(corpus))
+
+
+def resolve_policy_options(cfg: TrainConfig, corpus: Any) -> dict[str, Any]:
+    """``cfg.policy_options`` completed with what the policy declares it needs from the run
+    (:func:`ado_ray.policies.complete_options`): prior, sequence length, run budget."""
+    seq_len = int(corpus.seq_len)
+    total_tokens = run_total_steps(cfg, corpus) * cfg.training.batch_size * seq_len
+    return complete_options(
+        cfg.policy,
+        cfg.policy_options,
+        token_counts=np.asarray(corpus.token_counts(), dtype=np.float64).tolist(),
+        seq_len=seq_len,
+        total_tokens=total_tokens,
+    )
 
 
 def make_local_mixture(cfg: TrainConfig, corpus: Any) -> LocalMixture:
-    policy = make_policy(cfg.policy, corpus.num_domains, **policy_options_for(cfg, corpus))
-    return LocalMixture(MixtureController(policy, lag=cfg.mixture_lag))
+    """The in-process mixture of ``cfg``'s policy."""
+    policy = make_policy(cfg.policy, corpus.num_domains, **resolve_policy_options(cfg, corpus))
+    return LocalMixture(MixtureController(policy, lag=cfg.training.mixture_lag))
 
 
 def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -121,6 +156,38 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
+def evaluate_counts(
+    model: torch.nn.Module,
+    corpus: Any,
+    cfg: TrainConfig,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every domain's mean held-out loss (nats/token) and the number of its sequences evaluated
+    (all ranks together); sequences are sharded across ranks."""
+    tr = cfg.training
+    k = corpus.num_domains
+    stats = torch.zeros(2 * k, dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    for d in range(k):
+        val = corpus.val[d]
+        n = len(val) if tr.eval_sequences is None else min(len(val), int(tr.eval_sequences))
+        mine = np.arange(rank, n, world_size)
+        for start in range(0, len(mine), tr.eval_batch_size):
+            idx = mine[start : start + tr.eval_batch_size]
+            batch = torch.as_tensor(np.asarray(val[idx], dtype=np.int64), device=device)
+            with _autocast(device, tr.precision):
+                losses = sequence_losses(model, batch)
+            stats[d] += losses.double().sum()
+            stats[k + d] += len(idx)
+    model.train(was_training)
+    _all_reduce(stats, world_size)
+    host = stats.cpu().numpy()
+    return host[:k] / np.maximum(host[k:], 1), host[k:].copy()
+
+
 def evaluate(
     model: torch.nn.Module,
     corpus: Any,
@@ -130,25 +197,7 @@ def evaluate(
     world_size: int = 1,
 ) -> np.ndarray:
     """Every domain's mean held-out loss (nats/token); sequences are sharded across ranks."""
-    k = corpus.num_domains
-    stats = torch.zeros(2 * k, dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
-    for d in range(k):
-        val = corpus.val[d]
-        n = len(val) if cfg.eval_sequences is None else min(len(val), int(cfg.eval_sequences))
-        mine = np.arange(rank, n, world_size)
-        for start in range(0, len(mine), cfg.eval_batch_size):
-            idx = mine[start : start + cfg.eval_batch_size]
-            batch = torch.as_tensor(np.asarray(val[idx], dtype=np.int64), device=device)
-            with _autocast(device, cfg.precision):
-                losses = sequence_losses(model, batch)
-            stats[d] += losses.double().sum()
-            stats[k + d] += len(idx)
-    model.train(was_training)
-    _all_reduce(stats, world_size)
-    stats = stats.cpu().numpy()
-    return stats[:k] / np.maximum(stats[k:], 1)
+    return evaluate_counts(model, corpus, cfg, device, rank, world_size)[0]
 
 
 def serialise_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -159,221 +208,324 @@ def serialise_state(state: dict[str, Any]) -> dict[str, Any]:
     return torch.load(buf, weights_only=False)
 
 
-def run_training(
-    cfg: TrainConfig,
-    corpus: Any | None = None,
-    mixture: Any | None = None,
-    runtime: Runtime | None = None,
-) -> dict[str, Any]:
-    """Train one trial and return its record: per-step history, evaluations and a summary.
+@dataclass
+class _Run:
+    """What a run is made of: settings, data, model, optimiser, sampler, mixture."""
 
-    ``mixture`` is any mixture client (:class:`~ado_ray.train.mixture.LocalMixture` by default,
-    the Ray actor's client under Ray Train). Only rank 0 sends observations and checkpoints.
-    """
-    rt = runtime or Runtime()
+    cfg: TrainConfig
+    rt: Runtime
+    device: torch.device
+    corpus: Any
+    mixture: MixtureClient
+    model: torch.nn.Module  # as prepared (DDP-wrapped under data parallelism)
+    raw_model: torch.nn.Module
+    forward_model: torch.nn.Module  # compiled or not
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: MixtureSampler
+    total_steps: int
+    micro: int  # sequences per micro-batch on this rank
+    natural: np.ndarray
+    entropy: list[float | None]
+    stats: torch.Tensor  # [sums of K, counts of K], reused every step
+
+    @property
+    def k(self) -> int:
+        return int(self.corpus.num_domains)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.corpus.seq_len)
+
+    @property
+    def lead(self) -> bool:
+        """Rank 0: sends events to the mixture and saves checkpoints."""
+        return self.rt.rank == 0
+
+
+def _build(
+    cfg: TrainConfig, corpus: Any | None, mixture: MixtureClient | None, rt: Runtime
+) -> _Run:
+    tr = cfg.training
     device = rt.device or torch.device("cpu")
-    corpus = corpus if corpus is not None else load_corpus(cfg.data_source, **cfg.data_options)
+    corpus = corpus if corpus is not None else load_corpus(cfg.data.source, **cfg.data.options)
     mixture = mixture if mixture is not None else make_local_mixture(cfg, corpus)
-    k, seq_len = corpus.num_domains, int(corpus.seq_len)
-    total_sequences = int(sum(len(t) for t in corpus.train))
-    total_steps = cfg.total_steps(seq_len, total_sequences)
-    if cfg.batch_size % rt.world_size:
+    seq_len = int(corpus.seq_len)
+    total_steps = run_total_steps(cfg, corpus)
+    if tr.batch_size % rt.world_size:
         raise ValueError(
-            f"training.batch_size={cfg.batch_size} is not divisible by the {rt.world_size} workers"
+            f"training.batch_size={tr.batch_size} is not divisible by the {rt.world_size} workers"
         )
-    local_batch = cfg.batch_size // rt.world_size
-    if local_batch % cfg.grad_accum:
+    local_batch = tr.batch_size // rt.world_size
+    if local_batch % tr.grad_accum:
         raise ValueError(
-            f"training.grad_accum={cfg.grad_accum} does not divide the per-worker batch "
+            f"training.grad_accum={tr.grad_accum} does not divide the per-worker batch "
             f"{local_batch}"
         )
-    micro = local_batch // cfg.grad_accum
-    natural = np.asarray(corpus.natural_weights(), dtype=np.float64)
-    entropy = list(corpus.entropy_rate)
-
     torch.manual_seed(cfg.seed)
-    model = build_model(
-        cfg.model_preset, int(corpus.vocab_size), seq_len, cfg.model_overrides, cfg.pretrained
+    m = cfg.model
+    raw_model = build_model(
+        m.preset, int(corpus.vocab_size), seq_len, m.overrides, m.pretrained
     ).to(device)
-    raw_model = model
-    model = rt.prepare_model(model) if rt.prepare_model else model
+    model = rt.prepare_model(raw_model) if rt.prepare_model else raw_model
     optimizer = torch.optim.AdamW(
-        _decay_groups(raw_model, cfg.weight_decay),
-        lr=cfg.lr,
-        betas=cfg.betas,
+        _decay_groups(raw_model, tr.weight_decay),
+        lr=tr.lr,
+        betas=(float(tr.betas[0]), float(tr.betas[1])),
         fused=device.type == "cuda",
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.warmup_steps(total_steps), total_steps, cfg.min_lr_ratio)
+        optimizer, lr_lambda(tr.warmup_steps(total_steps), total_steps, tr.min_lr_ratio)
     )
     sampler = MixtureSampler(
-        corpus,
-        cfg.batch_size,
-        seed=cfg.seed,
-        rank=rt.rank,
-        world_size=rt.world_size,
-        mode=cfg.sampler,
+        corpus, tr.batch_size, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size,
+        mode=tr.sampler,
     )
-    forward_model = torch.compile(model) if cfg.compile else model
+    return _Run(
+        cfg=cfg,
+        rt=rt,
+        device=device,
+        corpus=corpus,
+        mixture=mixture,
+        model=model,
+        raw_model=raw_model,
+        forward_model=torch.compile(model) if tr.compile else model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        total_steps=total_steps,
+        micro=local_batch // tr.grad_accum,
+        natural=np.asarray(corpus.natural_weights(), dtype=np.float64),
+        entropy=list(corpus.entropy_rate),
+        stats=torch.zeros(2 * int(corpus.num_domains), dtype=torch.float64, device=device),
+    )
 
-    start, tokens_seen, eval_round = 0, 0, 0
-    timing = {"data": 0.0, "compute": 0.0, "policy_wait": 0.0, "eval": 0.0, "wall": 0.0}
-    state = rt.resume_state
-    if state is not None:
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)  # dropout draws on the GPU
-        if rt.rank == 0 and state.get("mixture") is not None:
-            mixture.load_state_dict(state["mixture"])
-        start, tokens_seen = int(state["step"]) + 1, int(state["tokens_seen"])
-        eval_round, timing = int(state["eval_round"]), dict(state["timing"])
-        log.info("resumed at step %d", start)
-    elif rt.rank == 0 and hasattr(mixture, "reset"):
-        mixture.reset()  # a restart without a checkpoint replays from step 0 into a fresh policy
+
+def _eval_tokens_per_evaluation(run: _Run) -> int:
+    """Held-out tokens one evaluation reads (for version-1 checkpoints, which lack the sum)."""
+    cap = run.cfg.training.eval_sequences
+    seqs = sum(len(v) if cap is None else min(len(v), int(cap)) for v in run.corpus.val)
+    return int(seqs) * run.seq_len
+
+
+def _start(run: _Run) -> TrainState:
+    """A fresh state (and a fresh mixture), or the one of ``run.rt.resume_state``."""
+    rt, saved = run.rt, run.rt.resume_state
+    st = TrainState()
+    if saved is not None:
+        run.raw_model.load_state_dict(saved["model"])
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
+        run.sampler.load_state_dict(saved["sampler"])
+        torch.set_rng_state(saved["torch_rng"])
+        if run.device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], run.device)  # dropout draws on the GPU
+        if run.lead and saved.get("mixture") is not None:
+            run.mixture.load_state_dict(saved["mixture"])
+        st.step = st.last_checkpoint = int(saved["step"]) + 1
+        st.tokens_seen = int(saved["tokens_seen"])
+        st.eval_round, st.timing = int(saved["eval_round"]), dict(saved["timing"])
+        if "eval_tokens" in saved:
+            st.eval_tokens = int(saved["eval_tokens"])
+        else:  # version 1: the step-0 evaluation and one per round, all alike
+            st.eval_tokens = (st.eval_round + 1) * _eval_tokens_per_evaluation(run)
+        log.info("resumed at step %d", st.step)
+    elif run.lead:
+        run.mixture.reset()  # a restart without a checkpoint replays from step 0 into a fresh policy
     if rt.world_size > 1 and dist.is_available() and dist.is_initialized():
         dist.barrier()  # rank 0 has restored the mixture before anyone asks it for weights
+    return st
 
-    def do_eval(step_done: int) -> dict[str, Any]:
+
+def _eval_after(run: _Run, done: int) -> bool:
+    """Whether an evaluation is made when ``done`` steps are done."""
+    return done % run.cfg.training.eval_interval == 0 or done == run.total_steps
+
+
+def _train_step(run: _Run, st: TrainState) -> None:
+    """Run step ``st.step`` and hand its statistics to the mixture."""
+    cfg, rt, k, step = run.cfg, run.rt, run.k, st.step
+    tr = cfg.training
+    if rt.on_step is not None:
+        rt.on_step(step)
+    t0 = time.perf_counter()
+    weights = run.mixture.weights(step)
+    t1 = time.perf_counter()
+    ids, doms = run.sampler.sample(weights)
+    ids_t = torch.as_tensor(ids, dtype=torch.long).to(run.device, non_blocking=True)
+    doms_t = torch.as_tensor(doms, dtype=torch.long).to(run.device, non_blocking=True)
+    t2 = time.perf_counter()
+    stats = run.stats
+    stats.zero_()
+    for m in range(tr.grad_accum):
+        sl = slice(m * run.micro, (m + 1) * run.micro)
+        last = m == tr.grad_accum - 1
+        sync = (
+            run.model.no_sync()
+            if (not last and hasattr(run.model, "no_sync"))  # DDP's, not a mixture probe
+            else contextlib.nullcontext()
+        )
+        with sync, _autocast(run.device, tr.precision):
+            seq_loss = sequence_losses(run.forward_model, ids_t[sl])
+            (seq_loss.mean() / tr.grad_accum).backward()
+        stats[:k].index_add_(0, doms_t[sl], seq_loss.detach().double())
+        stats[k:].index_add_(0, doms_t[sl], torch.ones_like(seq_loss, dtype=torch.float64))
+    _all_reduce(stats, rt.world_size)
+    if tr.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), tr.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    host = stats.cpu().numpy().copy()  # waits for the device; copied: stats is reused
+    t3 = time.perf_counter()
+    sums, counts = host[:k], host[k:]
+    if not np.isfinite(sums).all():
+        raise FloatingPointError(f"non-finite training loss at step {step}")
+    st.train_loss = float(sums.sum() / max(counts.sum(), 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    if run.lead:
+        run.mixture.observe(step, counts, means, eval_follows=_eval_after(run, step + 1))
+    else:
+        run.mixture.prefetch(step + 1)
+    st.tokens_seen += tr.batch_size * run.seq_len
+    t4 = time.perf_counter()
+    timing = st.timing
+    timing["policy_wait"] += (t1 - t0) + (t4 - t3)
+    timing["data"] += t2 - t1
+    timing["compute"] += t3 - t2
+    timing["wall"] += t4 - t0
+    st.step = step + 1
+
+
+def _evaluate(run: _Run, st: TrainState, replay: bool = False) -> dict[str, Any]:
+    """Evaluate every domain after ``st.step`` steps; feed the losses to the mixture (rank 0)
+    and keep them as ``st.last_eval``. ``replay``: an evaluation the state already counts."""
+    rt = run.rt
+    t = time.perf_counter()
+    val, seqs = evaluate_counts(
+        run.forward_model, run.corpus, run.cfg, run.device, rt.rank, rt.world_size
+    )
+    st.timing["eval"] += time.perf_counter() - t
+    if not replay:
+        st.eval_tokens += int(seqs.sum()) * run.seq_len
+    if run.lead:
         t = time.perf_counter()
-        val = evaluate(forward_model, corpus, cfg, device, rt.rank, rt.world_size)
-        timing["eval"] += time.perf_counter() - t
-        metrics = aggregate(val, natural, entropy)
-        if rt.rank == 0:
-            mixture.record_eval(
-                {
-                    "step": step_done,
-                    "tokens_seen": tokens_seen,
-                    "val_loss": val.tolist(),
-                    "entropy_rate": entropy,
-                }
-            )
-        return {"val_loss": val, **metrics}
-
-    def report(step_done: int, ev: dict[str, Any], with_state: bool, train_loss: float):
-        nonlocal eval_round
-        if rt.report is None:
-            return
-        metrics: dict[str, Any] = {
-            "step": step_done,
-            "tokens_seen": tokens_seen,
-            "train_loss": train_loss,
-            "tokens_per_second": tokens_seen / max(timing["wall"], 1e-9),
-        }
-        if ev is not None:
-            eval_round += 1
-            metrics["eval_round"] = eval_round
-            metrics.update({m: v for m, v in ev.items() if m != "val_loss" and v is not None})
-            metrics.update(
-                {f"val_loss/{d}": float(v) for d, v in zip(corpus.domains, ev["val_loss"])}
-            )
-        ckpt = None
-        if with_state and rt.rank == 0:
-            ckpt = {
-                "step": step_done - 1,
-                "tokens_seen": tokens_seen,
-                "eval_round": eval_round,
-                "timing": dict(timing),
-                "model": raw_model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "mixture": mixture.state_dict(),
-                "config": cfg.to_dict(),
+        run.mixture.observe_eval(st.step, val)
+        st.timing["policy_wait"] += time.perf_counter() - t
+        run.mixture.record_eval(
+            {
+                "step": st.step,
+                "tokens_seen": st.tokens_seen,
+                "val_loss": val.tolist(),
+                "entropy_rate": run.entropy,
             }
-        rt.report(metrics, ckpt)
+        )
+    st.last_eval = {"val_loss": val, **aggregate(val, run.natural, run.entropy)}
+    return st.last_eval
 
-    if start == 0:
-        do_eval(0)  # the untrained model: every curve starts from the same point
-    model.train()
-    last_train = float("nan")
-    last_eval: dict[str, Any] | None = None
-    last_ckpt = start
-    stats = torch.zeros(2 * k, dtype=torch.float64, device=device)
-    for step in range(start, total_steps):
-        if rt.on_step is not None:
-            rt.on_step(step)
-        t0 = time.perf_counter()
-        weights = mixture.weights(step)
-        t1 = time.perf_counter()
-        ids, doms = sampler.sample(weights)
-        ids_t = torch.as_tensor(ids, dtype=torch.long).to(device, non_blocking=True)
-        doms_t = torch.as_tensor(doms, dtype=torch.long).to(device, non_blocking=True)
-        t2 = time.perf_counter()
-        stats.zero_()
-        for m in range(cfg.grad_accum):
-            sl = slice(m * micro, (m + 1) * micro)
-            last = m == cfg.grad_accum - 1
-            sync = (
-                model.no_sync()
-                if (not last and hasattr(model, "no_sync"))
-                else contextlib.nullcontext()
-            )
-            with sync, _autocast(device, cfg.precision):
-                seq_loss = sequence_losses(forward_model, ids_t[sl])
-                (seq_loss.mean() / cfg.grad_accum).backward()
-            stats[:k].index_add_(0, doms_t[sl], seq_loss.detach().double())
-            stats[k:].index_add_(0, doms_t[sl], torch.ones_like(seq_loss, dtype=torch.float64))
-        _all_reduce(stats, rt.world_size)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        host = stats.cpu().numpy().copy()  # waits for the device; copied: stats is reused
-        t3 = time.perf_counter()
-        sums, counts = host[:k], host[k:]
-        if not np.isfinite(sums).all():
-            raise FloatingPointError(f"non-finite training loss at step {step}")
-        last_train = float(sums.sum() / max(counts.sum(), 1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        if rt.rank == 0:
-            mixture.observe(step, counts, means)
-        elif hasattr(mixture, "prefetch"):
-            mixture.prefetch(step + 1)
-        tokens_seen += cfg.batch_size * seq_len
-        t4 = time.perf_counter()
-        timing["policy_wait"] += (t1 - t0) + (t4 - t3)
-        timing["data"] += t2 - t1
-        timing["compute"] += t3 - t2
-        timing["wall"] += t4 - t0
-        done = step + 1
-        is_last = done == total_steps
-        if done % cfg.eval_interval == 0 or is_last:
-            last_eval = do_eval(done)
-            # Checkpoints ride on evaluations, so every report carries the study's metric and
-            # Tune's schedulers see one result per evaluation round.
-            ckpt = is_last or done - last_ckpt >= cfg.checkpoint_interval
-            last_ckpt = done if ckpt else last_ckpt
-            report(done, last_eval, ckpt, last_train)
 
-    if last_eval is None or start >= total_steps:
-        last_eval = do_eval(total_steps)  # resumed after the last step: nothing ran
-    final = last_eval["val_loss"]
-    summary = {
-        **{m: v for m, v in last_eval.items() if m != "val_loss"},
-        "val_loss": dict(zip(corpus.domains, map(float, final))),
-        "steps": total_steps,
-        "tokens_seen": tokens_seen,
+def _checkpoint(run: _Run, st: TrainState) -> dict[str, Any]:
+    """The training state after ``st.step`` steps (rank 0)."""
+    device = run.device
+    return {
+        "version": CHECKPOINT_VERSION,
+        "step": st.step - 1,  # the last step done
+        "tokens_seen": st.tokens_seen,
+        "eval_tokens": st.eval_tokens,
+        "eval_round": st.eval_round,
+        "timing": dict(st.timing),
+        "model": run.raw_model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "sampler": run.sampler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "mixture": run.mixture.state_dict(),
+        "config": run.cfg.to_dict(),
+    }
+
+
+def _report(run: _Run, st: TrainState, with_checkpoint: bool) -> None:
+    """Report the last evaluation's metrics (a new round), with a checkpoint if asked."""
+    rt = run.rt
+    if rt.report is None:
+        return
+    metrics: dict[str, Any] = {
+        "step": st.step,
+        "tokens_seen": st.tokens_seen,
+        "eval_tokens": st.eval_tokens,
+        "train_loss": st.train_loss,
+        "tokens_per_second": st.tokens_seen / max(st.timing["wall"], 1e-9),
+    }
+    ev = st.last_eval
+    if ev is not None:
+        st.eval_round += 1
+        metrics["eval_round"] = st.eval_round
+        metrics.update({m: v for m, v in ev.items() if m != "val_loss" and v is not None})
+        metrics.update(
+            {f"val_loss/{d}": float(v) for d, v in zip(run.corpus.domains, ev["val_loss"])}
+        )
+    ckpt = _checkpoint(run, st) if with_checkpoint and run.lead else None
+    rt.report(metrics, ckpt)
+
+
+def _summary(run: _Run, st: TrainState) -> dict[str, Any]:
+    assert st.last_eval is not None
+    timing, domains = st.timing, list(run.corpus.domains)
+    return {
+        **{m: v for m, v in st.last_eval.items() if m != "val_loss"},
+        "val_loss": dict(zip(domains, map(float, st.last_eval["val_loss"]))),
+        "steps": run.total_steps,
+        "tokens_seen": st.tokens_seen,
+        "eval_tokens": st.eval_tokens,
         "wall_seconds": timing["wall"] + timing["eval"],
-        "tokens_per_second": tokens_seen / max(timing["wall"], 1e-9),
+        "tokens_per_second": st.tokens_seen / max(timing["wall"], 1e-9),
         "time_data_s": timing["data"],
         "time_compute_s": timing["compute"],
         "time_policy_wait_s": timing["policy_wait"],
         "time_eval_s": timing["eval"],
-        "final_train_loss": last_train,
-        "passes": dict(zip(corpus.domains, map(float, sampler.passes))),
-        "domains": list(corpus.domains),
-        "seq_len": seq_len,
+        "final_train_loss": st.train_loss,
+        "passes": dict(zip(domains, map(float, run.sampler.passes))),
+        "domains": domains,
+        "seq_len": run.seq_len,
     }
-    if rt.rank == 0:
-        mixture.set_summary(summary)
-    record = mixture.export() if rt.rank == 0 else {"summary": summary}
-    record["domains"] = list(corpus.domains)
+
+
+def run_training(
+    cfg: TrainConfig,
+    corpus: Any | None = None,
+    mixture: MixtureClient | None = None,
+    runtime: Runtime | None = None,
+) -> dict[str, Any]:
+    """Train one trial and return its record: per-step history, evaluations and a summary.
+
+    ``mixture`` is any :class:`~ado_ray.train.mixture.MixtureClient`
+    (:class:`~ado_ray.train.mixture.LocalMixture` by default, the Ray actor's client under Ray
+    Train). Only rank 0 sends observations and checkpoints.
+    """
+    run = _build(cfg, corpus, mixture, runtime or Runtime())
+    st = _start(run)
+    resumed_after_end = st.step >= run.total_steps
+    if st.step == 0:
+        _evaluate(run, st)  # the untrained model: every curve starts from the same point
+    run.model.train()
+    interval = cfg.training.checkpoint_interval
+    while st.step < run.total_steps:
+        _train_step(run, st)
+        if _eval_after(run, st.step):
+            _evaluate(run, st)
+            # Checkpoints ride on evaluations, so every report carries the study's metric and
+            # Tune's schedulers see one result per evaluation round.
+            ckpt = st.step == run.total_steps or st.step - st.last_checkpoint >= interval
+            if ckpt:
+                st.last_checkpoint = st.step
+            _report(run, st, ckpt)
+    if resumed_after_end:
+        _evaluate(run, st, replay=True)  # nothing ran; the checkpoint counted this evaluation
+    summary = _summary(run, st)
+    if run.lead:
+        run.mixture.set_summary(summary)
+    record = run.mixture.export() if run.lead else {"summary": summary}
+    record["domains"] = list(run.corpus.domains)
     return record

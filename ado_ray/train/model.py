@@ -8,16 +8,10 @@ from typing import Any
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-log = logging.getLogger(__name__)
+from ado_ray.schema import MODEL_OVERRIDE_KEYS as OVERRIDE_KEYS
+from ado_ray.schema import MODEL_PRESETS as PRESETS
 
-# Dropout is off in every preset: modern pre-training runs use none, and it keeps runs
-# bit-reproducible across resumes without replaying dropout RNG streams.
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"n_layer": 2, "n_embd": 128, "n_head": 4},  # CPU tests and the quickstart
-    "small": {"n_layer": 12, "n_embd": 768, "n_head": 12},  # GPT-2 small, 124M
-    "medium": {"n_layer": 24, "n_embd": 1024, "n_head": 16},  # GPT-2 medium, 355M
-}
-OVERRIDE_KEYS = ("n_layer", "n_embd", "n_head", "n_positions", "dropout")
+log = logging.getLogger(__name__)
 
 
 def model_config(
