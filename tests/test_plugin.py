@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "examples" / "policy_plugin"
@@ -262,5 +264,102 @@ def test_installed_plugin_is_found_by_entry_point(installed_plugin):
     assert out["same"]
 
 
-# -- Ray: a trial and a sweep with the plugin ----------------------------------------------------
-# (to be added; use the ``installed_plugin`` fixture above, and mark them ``@pytest.mark.ray``)
+# -- The CLI, Ray and a whole study with the plugin ----------------------------------------------
+
+FAST_ADO = {
+    "warmup_steps": 4,
+    "update_interval": 4,
+    "ignore_steps": 0,
+    "subsample": 1,
+    "min_fit_points": 4,
+    "pibar_clock": "since_first_fit",
+    "log_eps_min": -5.0,
+}
+
+
+def _plugin_study(storage: str) -> dict:
+    """Two labelled ADO arms, a searched plugin arm and uniform, on tiny synthetic data."""
+    return {
+        "name": "plugin_showdown",
+        "data": {
+            "source": "synthetic",
+            "options": {"seq_len": 32, "sequences_per_domain": 300, "val_sequences_per_domain": 32},
+        },
+        "model": {"preset": "tiny", "overrides": {"n_layer": 1, "n_embd": 32, "n_head": 2}},
+        "training": {
+            "budget": {"steps": 16},
+            "batch_size": 8,
+            "eval_interval": 8,
+            "checkpoint_interval": 8,
+            "eval_sequences": 16,
+            "lr_warmup_steps": 2,
+        },
+        "arms": {
+            "uniform": {},
+            "ado_paper": {"policy": "ado"},
+            "ado_short": {"policy": "ado", "options": FAST_ADO},
+            "greedy": {
+                "policy": "example_greedy",
+                "search": {"temperature": {"type": "loguniform", "low": 0.1, "high": 5.0}},
+                "num_samples": 2,
+            },
+        },
+        "seeds": [0],
+        "search": {"num_samples": 2, "top_k": 1},
+        "resources": {"max_concurrent_trials": 2},
+        "storage": storage,
+    }
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("ado-ray")
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def test_cli_validates_and_trains_a_plugin_arm(installed_plugin, tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(_plugin_study(str(tmp_path / "results"))))
+    done = _cli("validate", str(path))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"search\s+greedy\s+example_greedy", done.stdout)
+    assert re.search(r"confirm\s+ado_short\s+ado", done.stdout)
+    bad = _cli("validate", str(path), "--set", "arms.greedy.options.temperature=-1")
+    assert bad.returncode == 2 and "arms.greedy.options.temperature" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    done = _cli("train", str(path), "--arm", "greedy", "--set", "training.budget.steps=8")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "val_loss_balanced" in done.stdout
+
+
+@pytest.mark.ray
+def test_a_study_with_labelled_arms_and_a_searched_plugin_sweeps_and_analyses(
+    installed_plugin, ray_cluster, tmp_path
+):
+    from ado_ray.distributed.sweep import run_sweep
+    from ado_ray.report import analyze
+    from ado_ray.results import read_results
+    from ado_ray.study import load_study
+
+    study = load_study(_plugin_study(str(tmp_path / "results")))
+    plans: list[str] = []
+    uri = run_sweep(study, announce=plans.append)
+    assert "greedy" in plans[0] and "6 trials x 16 steps" in plans[0]  # 2 search + 4 confirm
+    res = read_results(uri)
+    t = res.trials
+    search = t[t.phase == "search"]
+    assert set(search.arm) == {"greedy"} and len(search) == 2
+    assert search.hp_temperature.between(0.1, 5.0).all()
+    confirm = t[t.phase == "confirm"]
+    assert sorted(confirm.arm) == ["ado_paper", "ado_short", "greedy", "uniform"]
+    assert set(confirm.policy) == {"uniform", "ado", "example_greedy"}
+    assert (confirm.status == "completed").all()
+    assert (confirm.eval_tokens > 0).all() and (confirm.tokens_seen == 16 * 8 * 32).all()
+    # The two ADO arms differ only in their options, and the short one fitted its laws.
+    short = confirm[confirm.arm == "ado_short"].trial_id.iloc[0]
+    assert "law_alpha" in set(res.diagnostics_for([short]).name)
+    report = analyze(uri, out_dir=str(tmp_path / "analysis"))
+    for label in ("ado_paper", "ado_short", "greedy", "uniform"):
+        assert label in report.text
+    assert "greedy" in report.importances

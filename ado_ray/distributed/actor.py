@@ -107,7 +107,7 @@ class MixtureService:
         with self._cond:
             source = step - self.ctl.lag
             ok = self._cond.wait_for(
-                lambda: self.ctl.last_received >= source, timeout=WAIT_TIMEOUT_S
+                lambda: self.ctl.received_through() >= source, timeout=WAIT_TIMEOUT_S
             )
             if not ok:
                 raise TimeoutError(

@@ -3,7 +3,7 @@
 Each Tune trial is a *driver* function that builds a Ray Train run (:func:`run_trial`) and, when
 the run ends, writes the trial's results part. Drivers ask for the ``trial_driver`` custom
 resource and no CPU, so on a 2-CPU laptop trials queue for worker CPUs instead of deadlocking
-(see ``docs/architecture.md``).
+(see ``docs/architecture.md``, sections 2 and 6).
 
 - **Search**: each searched arm gets its own Optuna study (TPE by default) over its search space,
   define-by-run, with its own sample budget; the arm's defaults (scaled to the run's length where
@@ -170,7 +170,8 @@ def _sampler(study: Study) -> Any:
         return optuna.samplers.GPSampler(seed=s.seed)
     if s.sampler == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=s.seed)
-    # Parallel, conditional search: multivariate TPE with the constant liar (RAY_NOTES.md).
+    # Parallel, conditional search: multivariate TPE with the constant liar (see
+    # docs/architecture.md, section 6, "Parallel search").
     return optuna.samplers.TPESampler(
         seed=s.seed, multivariate=True, group=True, constant_liar=True
     )

@@ -24,6 +24,7 @@ from .options import REQUIRED, Needs, Option
 from .registry import (
     ENTRY_POINT_GROUP,
     complete_options,
+    options_markdown,
     policy_class,
     policy_names,
     register_policy,
@@ -50,6 +51,7 @@ __all__ = [
     "law_objective",
     "load_policy",
     "make_policy",
+    "options_markdown",
     "policy_class",
     "policy_names",
     "predict_loss",

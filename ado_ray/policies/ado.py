@@ -1,6 +1,8 @@
 """ADO: Adaptive Data Optimization (Jiang et al., ICLR 2025, arXiv 2410.11820).
 
-Algorithm 1 as read in DESIGN.md section 3, with every knob a named option.
+Algorithm 1 as we read it in the paper and the authors' code, with every knob a named
+option. How a policy plugs into the platform: ``docs/architecture.md``, section 4.
+
 Per step ``t`` (0-based) the policy records each domain's sequence count
 ``c_k(t)`` and mean training loss ``l_k(t)`` (a domain missing from the batch
 repeats its previous loss; before it has one it takes the count-weighted mean
@@ -53,7 +55,7 @@ Where we differ from the authors' code (``AdoSelector`` in their release), and w
    prior has entries below ``delta_min`` (natural proportions often do), the
    authors' weights go below ``delta_min``. We start pibar at the floored prior,
    so the weights are always >= ``delta_min`` after warmup.
-7. **Credit form.** The paper (and DESIGN.md) use ``lambda = h**s``; the authors'
+7. **Credit form.** The paper uses ``lambda = h**s``; the authors'
    code uses ``(h * (1 - h))**s``. Default ``h^s``; ``lambda_form="(h(1-h))^s"``
    gives the code's.
 8. **Count unit.** The authors' bounds assume n counts 1024-token sequences and

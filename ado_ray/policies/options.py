@@ -177,7 +177,12 @@ class Option:
 
     def to_doc_row(self) -> str:
         """The option as a README table row: name, default, allowed, doc."""
-        default = "required" if self.required else f"`{_show(self.default)}`"
+        if self.required:
+            default = "required"
+        elif self.default is None:
+            default = "(see doc)"
+        else:
+            default = f"`{_show(self.default)}`"
         return f"| `{self.name}` | {default} | {self.describe()} | {self.doc} |"
 
 

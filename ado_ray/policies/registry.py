@@ -28,6 +28,7 @@ from .base import MixturePolicy
 __all__ = [
     "ENTRY_POINT_GROUP",
     "complete_options",
+    "options_markdown",
     "policy_class",
     "policy_names",
     "register_policy",
@@ -148,3 +149,19 @@ def complete_options(
         out.setdefault("total_tokens", int(total_tokens))
         out.setdefault("domain_tokens", counts)
     return out
+
+
+def options_markdown(name: str) -> str:
+    """Policy ``name``'s options as the README's Markdown table (derived from its declarations;
+    a test keeps the README in step)."""
+    cls = policy_class(name)
+    rows = [
+        f"**`{name}`**: {cls.describe()} Needs: {cls.needs.describe()}.",
+        "",
+        "| option | default | allowed | what it does |",
+        "| --- | --- | --- | --- |",
+    ]
+    rows += [opt.to_doc_row() for opt in cls.user_options().values()]
+    if len(rows) == 4:
+        rows = rows[:1] + ["", "No options."]
+    return "\n".join(rows)

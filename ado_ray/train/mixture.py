@@ -287,7 +287,7 @@ class MixtureController:
         """The weights to use at ``step``, applying queued events as needed."""
         step = int(step)
         self.process(upto=step - self.lag)
-        if False:
+        if not self.ready(step):
             source = step - self.lag
             if source > self.last_observed:
                 raise RuntimeError(
