@@ -92,3 +92,46 @@ def test_version_and_help(capsys):
         main(["--version"])
     assert exc.value.code == 0
     assert "ado-ray" in capsys.readouterr().out
+
+
+def test_validate_prints_the_plan_and_runs_nothing(tmp_path, capsys):
+    import ray
+
+    arms = {
+        "uniform": {},
+        "ado_paper": {"policy": "ado"},
+        "ado_short": {"policy": "ado", "options": {"warmup_steps": 30}, "search": "default"},
+    }
+    study = _study(tmp_path, arms=arms, seeds=[0, 1, 2], search__num_samples=4)
+    assert main(["validate", study, "--set", "search.top_k=2"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln.split() for ln in out.splitlines()]
+    assert ["search", "ado_short", "ado", "3", "4"] in lines  # search seed: max(seeds) + 1
+    assert ["confirm", "ado_short", "ado", "0,1,2", "6"] in lines  # top_k 2 x 3 seeds
+    assert ["confirm", "ado_paper", "ado", "0,1,2", "3"] in lines
+    # 4 search + 3 + 3 + 6 confirm trials, 300 steps each, 16 x 64 tokens a step
+    assert "16 trials x 300 steps x 1024 tokens/step = 4,800 optimizer steps" in out
+    assert not ray.is_initialized()
+
+
+def test_validate_rejects_a_bad_study_with_one_line(tmp_path, capsys):
+    study = _study(tmp_path, arms={"ado_x": {"policy": "adoo"}})
+    assert main(["validate", study]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "arms.ado_x.policy" in err and "did you mean 'ado'" in err
+
+
+def test_train_refuses_an_unknown_arm(tmp_path, capsys):
+    assert main(["train", "studies/quickstart.yaml", "--arm", "foo"]) == 2
+    assert "--arm 'foo'" in capsys.readouterr().err
+
+
+def test_policies_lists_every_policy_and_its_options(capsys):
+    from ado_ray.policies import policy_names
+
+    assert main(["policies"]) == 0
+    out = capsys.readouterr().out
+    for name in policy_names():
+        assert f"\n{name}: " in "\n" + out
+    assert "  gamma1 = 0.1: a number in (0, 1]" in out

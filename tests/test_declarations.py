@@ -16,6 +16,7 @@ import yaml
 
 from ado_ray.policies import (
     Option,
+    complete_options,
     load_policy,
     make_policy,
     options_markdown,
@@ -100,7 +101,7 @@ def test_every_declared_option_is_reachable_three_ways(policy, opt, tmp_path):
     kwargs = {**extra, opt.name: value}
     if opt.name == "weights":
         kwargs[opt.name] = [0.1, 0.2, 0.3, 0.4]
-    p = make_policy(policy, K, **kwargs)
+    p = build(policy, **kwargs)
     got = p.options[opt.name]
     if opt.name == "prior":
         assert np.allclose(got, np.asarray(value) / np.sum(value))
@@ -118,7 +119,7 @@ def test_a_bad_value_is_refused_naming_the_option_on_every_path(policy, opt):
         load_study(study_with(policy, {**extra, opt.name: bad}))
     assert f"arms.arm_x.options.{opt.name}" in str(yaml_error.value)
     with pytest.raises(ValueError) as py_error:
-        make_policy(policy, K, **{**extra, opt.name: bad})
+        build(policy, **{**extra, opt.name: bad})
     assert opt.name in str(py_error.value)
     base = load_study(study_with(policy, extra))
     with pytest.raises(StudyError) as set_error:
@@ -180,10 +181,16 @@ def test_readme_options_tables_match_the_declarations():
 
 
 def build(name: str, **extra) -> MixturePolicy:
+    """Policy ``name`` with what a run would supply (prior, seq_len, budget) and ``extra``."""
     opts = {"weights": [0.1, 0.2, 0.3, 0.4]} if name == "fixed" else {}
-    if policy_class(name).needs.prior:
-        opts["token_counts"] = [4, 3, 2, 1]
-    return make_policy(name, K, **{**opts, **extra})
+    run = complete_options(
+        name,
+        {**opts, **extra},
+        token_counts=[4000, 3000, 2000, 1000],
+        seq_len=64,
+        total_tokens=50_000,
+    )
+    return make_policy(name, K, **run)
 
 
 def feed(p: MixturePolicy, steps: int, seed: int = 0) -> list[np.ndarray]:
