@@ -740,7 +740,21 @@ _LONG_SCHEMAS = {"steps": STEPS_SCHEMA, "evals": EVALS_SCHEMA, "diagnostics": DI
 def _read_file(
     target: str, trial_ids: Iterable[str] | None, columns: Sequence[str] | None = None
 ) -> pa.Table:
-    """A Parquet file (only the rows of ``trial_ids`` when given; only ``columns`` if given)."""
+    """A Parquet file (only the rows of ``trial_ids`` when given; only ``columns`` if given).
+    A file that is not readable Parquet raises ``ValueError`` naming it."""
+    try:
+        return _read_file_unchecked(target, trial_ids, columns)
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"{target}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _read_file_unchecked(
+    target: str, trial_ids: Iterable[str] | None, columns: Sequence[str] | None = None
+) -> pa.Table:
     fs, path = storage.resolve(target)
     cols = None if columns is None else list(columns)
     if trial_ids is None:
@@ -804,6 +818,8 @@ def _read_part(parts: _Parts, trial_id: str, kind: str) -> pa.Table | None:
         return storage.read_table(entry[0])
     except FileNotFoundError:  # replaced by a concurrent add_trial between scan and read
         return None
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"{entry[0]}: not a readable Parquet file ({_first_line(exc)})") from None
 
 
 def _finish(kind: str, tables: list[pa.Table]) -> pa.Table:
@@ -1124,6 +1140,19 @@ def read_meta(uri: str) -> dict[str, Any] | None:
     return json.loads(storage.read_text(meta_uri)) if storage.exists(meta_uri) else None
 
 
+def require_study(uri: str) -> None:
+    """``ValueError`` unless ``uri`` is a results directory (it holds a meta.json, study.yaml,
+    trials.parquet or parts/): a typo must not read as an empty study."""
+    fs, path = storage.resolve(uri)
+    is_dir = fs.get_file_info(path).type == pafs.FileType.Directory
+    names = set(storage.listdir(uri)) if is_dir else set()
+    if not names & {META_FILE, STUDY_FILE, TRIALS_FILE, PARTS_DIR}:
+        raise ValueError(
+            f"results: {uri} holds no ado-ray study (no {META_FILE}, {STUDY_FILE}, "
+            f"{TRIALS_FILE} or {PARTS_DIR}/); allowed: a directory printed by `ado-ray sweep`"
+        )
+
+
 def read_results(
     uri: str,
     include_parts: bool = True,
@@ -1142,6 +1171,7 @@ def read_results(
     if with_diagnostics is None:
         with_diagnostics = with_steps
     uri = storage.normalize(uri)
+    require_study(uri)
     parts = _scan_parts(uri) if include_parts else _Parts()
     merged_trials = _read_merged(uri, "trials")
     part_ids = _stale_part_ids(uri, parts, merged_trials)

@@ -24,6 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from ado_ray.data import load_corpus  # noqa: E402
+from ado_ray.schema import DataSpec, TrainingSpec  # noqa: E402
 from ado_ray.train import TrainConfig, run_training  # noqa: E402
 from ado_ray.train.model import build_model, flops_per_token  # noqa: E402
 
@@ -52,26 +53,28 @@ def cpu_figures(steps: int) -> dict:
 
     data = {"seq_len": 128, "sequences_per_domain": 2000, "val_sequences_per_domain": 16}
     corpus = load_corpus("synthetic", **data)
-    base = dict(
-        data_options=data,
-        budget={"steps": steps},
-        batch_size=16,
-        eval_interval=10_000,
-        eval_sequences=8,
-        checkpoint_interval=10_000,
-    )
+
+    def config(policy: str, options: dict | None = None) -> TrainConfig:
+        return TrainConfig(
+            data=DataSpec("synthetic", dict(data)),
+            training=TrainingSpec(
+                budget={"steps": steps},
+                batch_size=16,
+                eval_interval=10_000,
+                eval_sequences=8,
+                checkpoint_interval=10_000,
+            ),
+            policy=policy,
+            policy_options=dict(options or {}),
+        )
+
     torch.set_num_threads(1)  # Ray workers get one thread per CPU; compare like for like
-    plain = run_training(TrainConfig(**base, policy="uniform"), corpus)
+    plain = run_training(config("uniform"), corpus)
     init_ray(num_cpus=2)
     # A fresh storage path: Ray Train restores a run found under the same name and path.
     with tempfile.TemporaryDirectory(prefix="ado-bench-") as store:
-        ray_uniform = run_trial(
-            TrainConfig(**base, policy="uniform"), "bench-uniform", store, Placement()
-        )
-        ray_ado = run_trial(
-            TrainConfig(**base, policy="ado", policy_options=ADO), "bench-ado", store,
-            Placement(),
-        )
+        ray_uniform = run_trial(config("uniform"), "bench-uniform", store, Placement())
+        ray_ado = run_trial(config("ado", ADO), "bench-ado", store, Placement())
     ray.shutdown()
     step_ms = 1000 / steps_per_second(plain)
     return {

@@ -135,3 +135,28 @@ def test_policies_lists_every_policy_and_its_options(capsys):
     for name in policy_names():
         assert f"\n{name}: " in "\n" + out
     assert "  gamma1 = 0.1: a number in (0, 1]" in out
+
+
+def test_analyze_refuses_a_path_without_a_study_and_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "typo"
+    assert main(["analyze", str(missing)]) == 2
+    assert "holds no ado-ray study" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "binary"])
+def test_a_study_path_that_is_not_a_yaml_file_is_one_line(tmp_path, capsys, kind):
+    path = tmp_path / "s.yaml"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(bytes(range(256)))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "<study>" in err and "Traceback" not in err
+
+
+def test_a_study_name_cannot_escape_the_storage(capsys):
+    for name in ("..", ".", "../x", "a/b"):
+        assert main(["validate", "quickstart", "--set", f"name={name}"]) == 2
+        assert "name: got" in capsys.readouterr().err

@@ -30,7 +30,6 @@ except ImportError:  # tests/ imported as a package
     from tests.fast_ado import ADO_FAST
 
 
-
 TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2}
 
 

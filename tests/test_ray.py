@@ -88,8 +88,12 @@ def test_eval_feedback_under_ray_is_what_the_plain_loop_computes(ray_cluster, tm
 
     cloudpickle.register_pickle_by_value(eval_chaser)  # the actor cannot import tests/
     cfg = _config(
-        policy="eval_chaser", policy_options={}, budget={"steps": 8}, eval_interval=2,
-        checkpoint_interval=8, mixture_lag=1,
+        policy="eval_chaser",
+        policy_options={},
+        budget={"steps": 8},
+        eval_interval=2,
+        checkpoint_interval=8,
+        mixture_lag=1,
     )
     corpus = load_corpus("synthetic", **DATA)
     record = run_trial(

@@ -403,8 +403,18 @@ def test_empty_study_reads_and_merges(tmp_path):
     assert pq.read_schema(tmp_path / "empty" / "diagnostics.parquet").names == list(
         R.DIAGNOSTICS_COLUMNS
     )
-    res = R.read_results(str(tmp_path / "does-not-exist"))
-    assert res.trials.empty and res.study_yaml is None and res.diagnostics.empty
+    # A path that holds no study is refused, not read as an empty one (a typo must not pass).
+    with pytest.raises(ValueError, match="does-not-exist holds no ado-ray study"):
+        R.read_results(str(tmp_path / "does-not-exist"))
+    assert not (tmp_path / "does-not-exist").exists()
+
+
+def test_a_corrupt_file_is_an_error_naming_it(tmp_path):
+    uri = str(tmp_path / "s")
+    fx.build_results(uri)
+    (tmp_path / "s" / "steps.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match=r"steps\.parquet: not a readable Parquet file"):
+        R.read_results(uri)
 
 
 def test_timestamp_inputs():

@@ -57,7 +57,8 @@ __all__ = ["STUDIES_DIR", "dump_study", "load_study", "shipped_studies"]
 
 # Mirrors ado_ray.storage.REMOTE_SCHEMES, plus file://; a bare path is local.
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "abfs", "abfss")
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A study's name is a directory under the storage root: a safe slug, never "." or "..".
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 _TOP_KEYS = tuple(f.name for f in dataclasses.fields(Study))
@@ -360,7 +361,11 @@ def _validate(raw: Any, source: str | None = None) -> Study:
         raise StudyError(c.errors, source)
     name = top.get("name")
     if "name" in top and (not isinstance(name, str) or not NAME_RE.match(name)):
-        c.fail("name", name, "a non-empty string of letters, digits, '_', '.', '-'")
+        c.fail(
+            "name",
+            name,
+            "a slug of letters, digits, '_', '.', '-' starting with a letter or digit",
+        )
     description = _pick(top, "description", "")
     if description is None:
         description = ""
@@ -462,11 +467,19 @@ def load_study(study: str | os.PathLike | Mapping[str, Any] | Study) -> Study:
                 f"<study>: file {str(study)!r} not found; allowed: a YAML file path or a "
                 f"shipped study name ({', '.join(shipped) or 'none found'})"
             )
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise StudyError(f"<study>: {str(path)!r} is not a file; allowed: a YAML study file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StudyError(f"<study>: {path} is not a text file; allowed: a YAML study file") from None
+    except OSError as exc:
+        raise StudyError(f"<study>: {path} cannot be read ({exc.strerror})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise StudyError(f"<study>: {path} is not valid YAML: {exc}") from None
+        first = " ".join(str(exc).split())
+        raise StudyError(f"<study>: {path} is not valid YAML: {first}") from None
     return _validate(raw, source=str(path))
 
 

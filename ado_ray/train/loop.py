@@ -278,7 +278,11 @@ def _build(
         optimizer, lr_lambda(tr.warmup_steps(total_steps), total_steps, tr.min_lr_ratio)
     )
     sampler = MixtureSampler(
-        corpus, tr.batch_size, seed=cfg.seed, rank=rt.rank, world_size=rt.world_size,
+        corpus,
+        tr.batch_size,
+        seed=cfg.seed,
+        rank=rt.rank,
+        world_size=rt.world_size,
         mode=tr.sampler,
     )
     return _Run(
