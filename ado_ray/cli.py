@@ -43,16 +43,22 @@ def _cmd_policies(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ado_ray.distributed.interrupts import StudyIncomplete, StudyInterrupted
     from ado_ray.distributed.sweep import run_sweep
 
     study = _load(args)
-    results = run_sweep(
-        study,
-        storage_uri=args.storage,
-        resume=args.resume,
-        address=args.address,
-        announce=lambda text: print(text, flush=True),
-    )
+    try:
+        results = run_sweep(
+            study,
+            storage_uri=args.storage,
+            resume=args.resume,
+            address=args.address,
+            announce=lambda text: print(text, flush=True),
+        )
+    except (StudyInterrupted, StudyIncomplete) as stopped:
+        _quiet_ray()
+        print(str(stopped), flush=True)  # the last line says what happened and what to do
+        return stopped.exit_code
     _quiet_ray()
     print(results, flush=True)  # the last line: where the results are
     return 0

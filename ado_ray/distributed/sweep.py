@@ -29,6 +29,7 @@ from ray import tune
 
 from ado_ray import __version__, storage
 from ado_ray.distributed import placement
+from ado_ray.distributed.interrupts import StopSignals, StudyIncomplete
 from ado_ray.distributed.runtime import init_ray
 from ado_ray.distributed.trainer import (
     Placement,
@@ -39,7 +40,14 @@ from ado_ray.distributed.trainer import (
 )
 from ado_ray.policies import policy_class, register_policy, registered_policies
 from ado_ray.preflight import preflight
-from ado_ray.results import STUDY_FILE, ResultsWriter, config_id, read_meta, read_results
+from ado_ray.results import (
+    FINISHED_STATUSES,
+    STUDY_FILE,
+    ResultsWriter,
+    config_id,
+    read_meta,
+    read_results,
+)
 from ado_ray.study import Study, dump_study, load_study
 
 log = logging.getLogger(__name__)
@@ -205,8 +213,11 @@ def _run_search(
     steps: int,
     conc: int,
     resume: bool,
+    stop: StopSignals,
 ) -> None:
-    """Arm ``label``'s search: its own Optuna study and Tune experiment (``search-<label>``)."""
+    """Arm ``label``'s search: its own Optuna study and Tune experiment (``search-<label>``).
+    Interrupted (``stop``), it marks nothing done and records nothing: ``--resume`` restores
+    the experiment and runs its unfinished trials."""
     from ray.tune.search.optuna import OptunaSearch
 
     trainable = _trainable(study, results_uri, ray_storage)
@@ -251,6 +262,8 @@ def _run_search(
             run_config=_tune_run_config(f"search-{label}", ray_storage),
         )
     grid = tuner.fit()
+    if stop.received is not None:
+        return
     _record_stopped(study, results_uri, ray_storage, grid, "search", label)
     storage.write_text_atomic(storage.join(results_uri, _search_done(label)), "{}\n")
 
@@ -363,13 +376,17 @@ def _run_confirm(
     steps: int,
     conc: int,
     configs: dict[str, list[dict[str, Any]]],
-) -> None:
+    stop: StopSignals,
+) -> list[str]:
+    """Run the confirm trials not yet recorded; returns the names of all planned ones."""
     writer = ResultsWriter(results_uri, study.name)
     done = writer.finished_trial_ids()
     specs = []
+    planned = []
     for trial in study.confirm_trials(configs, steps):
         cid = config_id(trial.arm, _hparams(study.arm(trial.arm).policy, trial.policy_options))
         name = f"confirm-{trial.arm}-{cid}-s{trial.seed}"
+        planned.append(name)
         if name in done:
             continue
         specs.append(
@@ -383,7 +400,7 @@ def _run_confirm(
         )
     if not specs:
         log.info("confirm phase: every trial is already recorded")
-        return
+        return planned
     attempt = sum(1 for n in storage.listdir(ray_storage) if n.startswith("confirm"))
     tuner = tune.Tuner(
         _trainable(study, results_uri, ray_storage),
@@ -393,7 +410,10 @@ def _run_confirm(
         ),
         run_config=_tune_run_config(f"confirm-{attempt}", ray_storage),
     )
-    _record_stopped(study, results_uri, ray_storage, tuner.fit(), "confirm")
+    grid = tuner.fit()
+    if stop.received is None:
+        _record_stopped(study, results_uri, ray_storage, grid, "confirm")
+    return planned
 
 
 # What a resumed study may change: where and how robustly it runs, not what it measures.
@@ -494,11 +514,31 @@ def run_sweep(
         },
     )
     ray_storage = storage.join(results_uri, "ray")
-    for label in study.searched_arms():
-        if not storage.exists(storage.join(results_uri, _search_done(label))):
-            _run_search(study, label, results_uri, ray_storage, steps, conc, resume)
-            writer.merge()
-    configs = best_configs(study, results_uri)
-    _run_confirm(study, results_uri, ray_storage, steps, conc, configs)
-    writer.merge()
+    with StopSignals() as stop:
+        for label in study.searched_arms():
+            if not storage.exists(storage.join(results_uri, _search_done(label))):
+                _run_search(study, label, results_uri, ray_storage, steps, conc, resume, stop)
+                writer.merge()
+                stop.check(results_uri)
+        configs = best_configs(study, results_uri)
+        planned = _run_confirm(study, results_uri, ray_storage, steps, conc, configs, stop)
+        writer.merge()
+        stop.check(results_uri)
+    finished = _finished_trials(study, results_uri, planned)
+    total = len(planned) + sum(study.num_samples(label) for label in study.searched_arms())
+    if finished < total:
+        raise StudyIncomplete(finished, total, results_uri)
     return results_uri
+
+
+def _finished_trials(study: Study, results_uri: str, confirm_names: list[str]) -> int:
+    """Planned trials that finished: search trials (completed, failed or pruned) up to each
+    arm's budget, and the confirm phase's trials by name."""
+    trials = read_results(results_uri, with_steps=False).trials
+    done = trials[trials.status.isin(sorted(FINISHED_STATUSES))]
+    search = done[done.phase == "search"]
+    count = sum(
+        min(int((search.arm == label).sum()), study.num_samples(label))
+        for label in study.searched_arms()
+    )
+    return count + int(done.trial_id.isin(confirm_names).sum())
