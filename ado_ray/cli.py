@@ -43,17 +43,19 @@ def _cmd_policies(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ado_ray.preflight import prepare_sweep
+
+    # Everything is checked before Ray (and its seconds of imports) is touched.
+    checked = prepare_sweep(_load(args), args.storage, args.resume, args.address)
     from ado_ray.distributed.interrupts import StudyIncomplete, StudyInterrupted
     from ado_ray.distributed.sweep import run_sweep
 
-    study = _load(args)
     try:
         results = run_sweep(
-            study,
-            storage_uri=args.storage,
-            resume=args.resume,
+            checked.study,
             address=args.address,
             announce=lambda text: print(text, flush=True),
+            checked=checked,
         )
     except (StudyInterrupted, StudyIncomplete) as stopped:
         _quiet_ray()

@@ -63,7 +63,7 @@ def test_resume_refuses_a_changed_study_before_starting_ray(tmp_path, capsys):
     assert "training.budget.steps" in err and "seeds" in err and "--resume" in err
     assert not ray.is_initialized()
     # Where it runs may change; the check passes on the stored study with other resources.
-    from ado_ray.distributed.sweep import check_resume_matches
+    from ado_ray.preflight import check_resume_matches
 
     check_resume_matches(
         stored.with_overrides(["resources.max_concurrent_trials=1", "training.max_failures=3"]),

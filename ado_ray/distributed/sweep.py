@@ -39,10 +39,9 @@ from ado_ray.distributed.trainer import (
     run_trial,
 )
 from ado_ray.policies import policy_class, register_policy, registered_policies
-from ado_ray.preflight import preflight
+from ado_ray.preflight import SweepPreflight, prepare_sweep
 from ado_ray.results import (
     FINISHED_STATUSES,
-    STUDY_FILE,
     ResultsWriter,
     config_id,
     read_meta,
@@ -416,69 +415,23 @@ def _run_confirm(
     return planned
 
 
-# What a resumed study may change: where and how robustly it runs, not what it measures.
-RESUMABLE_CHANGES = ("storage", "resources", "description", "training.max_failures")
-
-
-def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [prefix.rstrip(".")]
-
-
-def _resumable(path: str) -> bool:
-    return any(path == r or path.startswith(r + ".") for r in RESUMABLE_CHANGES)
-
-
-def check_resume_matches(study: Study, results_uri: str) -> None:
-    """``--resume`` must continue the same study: finished trials are kept by name, so a
-    changed budget, data or search space would mix two studies in one table."""
-    stored_uri = storage.join(results_uri, STUDY_FILE)
-    if not storage.exists(stored_uri):
-        return  # interrupted before anything was written: nothing to mix
-    import yaml
-
-    try:
-        stored = load_study(yaml.safe_load(storage.read_text(stored_uri))).to_dict()
-    except ValueError as exc:
-        raise ValueError(
-            f"--resume: the study stored at {stored_uri} (written by an earlier run) no longer "
-            f"loads: {exc}. Start a new study under another name or --storage"
-        ) from None
-    changed = [p for p in _changed_paths(stored, study.to_dict()) if not _resumable(p)]
-    if changed:
-        shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
-        raise ValueError(
-            f"--resume: the study differs from the one stored at {stored_uri} in {shown}; "
-            f"only {' and '.join(RESUMABLE_CHANGES)} may change on resume. Resume with the "
-            "stored study file, or start a new study under another name or --storage"
-        )
-
-
 def run_sweep(
     study: Study | str,
     storage_uri: str | None = None,
     resume: bool = False,
     address: str | None = None,
     announce: Callable[[str], None] | None = None,
+    checked: SweepPreflight | None = None,
 ) -> str:
     """Run (or, with ``resume``, continue) a whole study; returns its results URI.
 
-    ``announce`` is given the study's plan (text) once it is checked, before Ray starts."""
-    study = load_study(study)
-    root = storage.normalize(storage_uri or study.storage)
-    results_uri = storage.join(root, study.name)
-    if not resume and storage.listdir(results_uri):
-        raise ValueError(
-            f"storage: {results_uri} already holds results of study {study.name!r}; pass --resume "
-            "to continue it, or choose another --storage"
-        )
-    if resume:
-        check_resume_matches(study, results_uri)
-    checked = preflight(study)
+    Everything is checked before Ray starts (:func:`~ado_ray.preflight.prepare_sweep`; pass its
+    result as ``checked`` when the caller already ran it). ``announce`` is given the study's plan
+    (text) once it is checked. Raises :class:`StudyInterrupted` on a signal and
+    :class:`StudyIncomplete` when some planned trials did not finish."""
+    if checked is None:
+        checked = prepare_sweep(load_study(study), storage_uri, resume, address)
+    study, results_uri = checked.study, checked.results_uri
     corpus, steps = checked.corpus, checked.steps
     if announce is not None:
         announce(checked.plan.text())

@@ -68,7 +68,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-from scipy.signal import savgol_coeffs, savgol_filter
 
 __all__ = [
     "LawBounds",
@@ -160,6 +159,9 @@ def smooth_at(
     ``mode="interp"`` does). The window shrinks to the largest odd number <= T
     when the series is short; with a window <= ``order`` + 1 no smoothing is done.
     """
+    # Imported here: scipy.signal costs ~1 s to import, and a study is checked without it.
+    from scipy.signal import savgol_coeffs, savgol_filter
+
     series = np.ascontiguousarray(series, dtype=np.float64)
     t_len = series.shape[0]
     idx = np.arange(start, t_len, stride)
