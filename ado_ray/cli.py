@@ -31,8 +31,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_policies(args: argparse.Namespace) -> int:
-    from ado_ray.policies import policy_class, policy_names
+    from ado_ray.policies import options_markdown, policy_class, policy_names
 
+    if args.markdown:  # the README's tables, between their markers
+        for name in policy_names():
+            print(f"<!-- options:{name} -->\n{options_markdown(name)}\n<!-- /options -->\n")
+        return 0
     for name in policy_names():
         cls = policy_class(name)
         print(f"{name}: {cls.describe()}  [needs: {cls.needs.describe()}]")
@@ -94,6 +98,8 @@ def _format_summary(record: dict[str, Any]) -> str:
         if summary.get(key) is not None:
             rows.append(f"{key:<22} {summary[key]:.4f}")
     rows.append(f"{'tokens_seen':<22} {summary['tokens_seen']}")
+    if summary.get("eval_tokens") is not None:
+        rows.append(f"{'eval_tokens':<22} {summary['eval_tokens']}")
     rows.append(f"{'tokens_per_second':<22} {summary['tokens_per_second']:.0f}")
     rows.append(
         f"{'time split (s)':<22} data {summary['time_data_s']:.2f}, compute "
@@ -148,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("policies", help="list the policies (built-in and plugins) and options")
+    p.add_argument("--markdown", action="store_true", help="print the README's options tables")
     p.set_defaults(func=_cmd_policies)
 
     p = sub.add_parser("sweep", help="run a whole study: searches, then the confirm phase")

@@ -61,3 +61,18 @@ class EvalChaser(MixturePolicy):
 
 
 register_policy("eval_chaser", EvalChaser, replace=True)
+
+
+class ScheduledChaser(EvalChaser):
+    """``eval_chaser`` that also asks for held-out losses every ``every`` steps."""
+
+    name = "scheduled_chaser"
+    options_spec = EvalChaser.options_spec + (
+        Option("every", 3, "int", "steps between the policy's own evaluations", low=1),
+    )
+
+    def wants_eval_at(self, step: int) -> bool:
+        return step > 0 and step % int(self.options["every"]) == 0
+
+
+register_policy("scheduled_chaser", ScheduledChaser, replace=True)

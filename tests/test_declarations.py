@@ -170,10 +170,9 @@ def test_readme_options_tables_match_the_declarations():
     text = README.read_text(encoding="utf-8")
     for name in BUILTINS:
         m = re.search(rf"<!-- options:{name} -->\n(.*?)\n<!-- /options -->", text, re.S)
-        assert m, f"README has no options table for {name}"
+        assert m, f"README has no options table for {name} (`ado-ray policies --markdown`)"
         assert m.group(1).strip() == options_markdown(name).strip(), (
-            f"README's {name} table is out of date; regenerate it with "
-            f"ado_ray.policies.options_markdown({name!r})"
+            f"README's {name} table is out of date; `ado-ray policies --markdown` prints it"
         )
 
 

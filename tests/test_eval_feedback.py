@@ -372,3 +372,23 @@ def test_reset_gives_a_fresh_policy_and_history():
     assert mix.export()["steps"] == [] and mix.controller.policy.log == []
     mix.observe(0, [1, 1], [2.0, 2.0])
     np.testing.assert_array_equal(mix.weights(0), fresh)
+
+
+def test_a_policy_gets_the_evaluations_it_schedules_without_extra_reports(corpus):
+    # Regular evaluations every 4 steps (reported); the policy also asks every 3 steps.
+    reports: list[int] = []
+    rt = Runtime(report=lambda metrics, ckpt: reports.append(metrics["step"]))
+    cfg = config(policy="scheduled_chaser", policy_options={"every": 3})
+    mixture = make_local_mixture(cfg, corpus)
+    record = run_training(cfg, corpus, mixture=mixture, runtime=rt)
+    log = mixture.controller.policy.log
+    evals = [step for kind, step in log if kind == "eval"]
+    assert evals == [0, 3, 4, 6, 8, 9, 12]  # union of both schedules, in order
+    # each evaluation comes between observe(step - 1) and observe(step)
+    for i, (kind, step) in enumerate(log):
+        if kind == "eval" and step > 0:
+            assert log[i - 1] == ("obs", step - 1)
+    assert reports == [4, 8, 12], "only the regular rounds are reported"
+    assert [e["step"] for e in record["evals"]] == evals
+    per_eval = 32 * corpus.num_domains * int(corpus.seq_len)
+    assert record["summary"]["eval_tokens"] == len(evals) * per_eval

@@ -320,6 +320,14 @@ class MixturePolicy(abc.ABC):
         (``needs.eval_feedback`` by default; a policy may decide from its options)."""
         return self.needs.eval_feedback
 
+    def wants_eval_at(self, step: int) -> bool:
+        """Whether the policy needs held-out losses measured after ``step`` training steps, on
+        top of the run's regular evaluations (Aioli measures around its probe phases). It must
+        be a pure function of the options and ``step``: each rank asks its own copy of the
+        policy, so the schedule is known everywhere without a round trip. The evaluation is fed
+        to :meth:`observe_eval` and counts in the trial's evaluation tokens. Default: never."""
+        return False
+
     def diagnostics(self) -> dict[str, np.ndarray]:
         """Named per-domain arrays (each of length K) describing the policy's current internal
         state, for the results (ADO: its fitted law parameters). Empty by default."""

@@ -37,7 +37,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ado_ray.data import MixtureSampler, load_corpus
-from ado_ray.policies import complete_options, make_policy
+from ado_ray.policies import MixturePolicy, complete_options, make_policy, policy_class
 from ado_ray.train.config import TrainConfig
 from ado_ray.train.metrics import aggregate
 from ado_ray.train.mixture import LocalMixture, MixtureClient, MixtureController
@@ -228,6 +228,7 @@ class _Run:
     natural: np.ndarray
     entropy: list[float | None]
     stats: torch.Tensor  # [sums of K, counts of K], reused every step
+    eval_schedule: MixturePolicy | None = None  # a policy's own evaluation requests
 
     @property
     def k(self) -> int:
@@ -302,7 +303,19 @@ def _build(
         natural=np.asarray(corpus.natural_weights(), dtype=np.float64),
         entropy=list(corpus.entropy_rate),
         stats=torch.zeros(2 * int(corpus.num_domains), dtype=torch.float64, device=device),
+        eval_schedule=_eval_schedule(cfg, corpus),
     )
+
+
+def _eval_schedule(cfg: TrainConfig, corpus: Any) -> MixturePolicy | None:
+    """A copy of the trial's policy that answers ``wants_eval_at`` on this rank, for a policy
+    that schedules its own held-out evaluations. The schedule is a pure function of the options
+    and the step, so every rank (and the mixture actor) agrees on it without a round trip."""
+    cls = policy_class(cfg.policy)
+    if cls.wants_eval_at is MixturePolicy.wants_eval_at:
+        return None
+    policy = make_policy(cfg.policy, corpus.num_domains, **resolve_policy_options(cfg, corpus))
+    return policy if policy.wants_eval_feedback else None
 
 
 def _eval_tokens_per_evaluation(run: _Run) -> int:
@@ -341,9 +354,18 @@ def _start(run: _Run) -> TrainState:
     return st
 
 
-def _eval_after(run: _Run, done: int) -> bool:
-    """Whether an evaluation is made when ``done`` steps are done."""
+def _regular_eval(run: _Run, done: int) -> bool:
+    """Whether ``done`` steps end an evaluation round (every ``eval_interval`` and the end):
+    these evaluations are reported, and checkpoints ride on them."""
     return done % run.cfg.training.eval_interval == 0 or done == run.total_steps
+
+
+def _eval_after(run: _Run, done: int) -> bool:
+    """Whether an evaluation is made when ``done`` steps are done: a regular one, or one the
+    policy asked for (``wants_eval_at``; its cost counts in the trial's ``eval_tokens``)."""
+    if _regular_eval(run, done):
+        return True
+    return run.eval_schedule is not None and bool(run.eval_schedule.wants_eval_at(done))
 
 
 def _train_step(run: _Run, st: TrainState) -> None:
@@ -519,8 +541,10 @@ def run_training(
         _train_step(run, st)
         if _eval_after(run, st.step):
             _evaluate(run, st)
-            # Checkpoints ride on evaluations, so every report carries the study's metric and
-            # Tune's schedulers see one result per evaluation round.
+        if _regular_eval(run, st.step):
+            # Checkpoints ride on evaluation rounds, so every report carries the study's metric
+            # and Tune's schedulers see one result per round (a report costs seconds: extra
+            # evaluations a policy asks for are not reported).
             ckpt = st.step == run.total_steps or st.step - st.last_checkpoint >= interval
             if ckpt:
                 st.last_checkpoint = st.step
