@@ -439,6 +439,102 @@ def main_table(
 
 
 # --------------------------------------------------------------------------------------------
+# headroom and regret (a study with a swarm)
+
+#: The confirmed mixtures a swarm adds (``ado_ray.study.schema.SWARM_ARMS``): the regression's
+#: proposal and the best swarm member observed.
+SWARM_BEST, SWARM_TOP = "swarm_best", "swarm_top"
+SWARM_FILE = "swarm.json"
+
+
+def swarm_summary(results: Results | str) -> dict[str, Any] | None:
+    """What the sweep saved about the swarm (``swarm.json``: the regression, its held-out rank
+    correlation, the proposed and the best observed mixtures), or None without a swarm."""
+    from ado_ray import storage
+
+    res = _as_results(results)
+    target = storage.join(res.uri, SWARM_FILE)
+    return json.loads(storage.read_text(target)) if storage.exists(target) else None
+
+
+def _finding_tokens(res: Results) -> dict[str, float]:
+    """Tokens (training + evaluation) each arm spent finding its mixture: the swarm's for the
+    swarm's mixtures, each searched arm's search trials for it."""
+    t = res.trials
+    if t.empty:
+        return {}
+    spent = t["tokens_seen"].fillna(0).astype(float) + t["eval_tokens"].fillna(0).astype(float)
+    out: dict[str, float] = {}
+    swarm = spent[t["phase"] == "swarm"].sum()
+    if swarm:
+        out[SWARM_BEST] = out[SWARM_TOP] = float(swarm)
+    search = t["phase"] == "search"
+    for arm, total in spent[search].groupby(t.loc[search, "arm"]).sum().items():
+        out[str(arm)] = float(total)
+    return out
+
+
+def regret_table(
+    results: Results | str, metric: str = "val_loss_balanced", confidence: float = CONFIDENCE
+) -> pd.DataFrame | None:
+    """Each confirmed configuration's regret: its ``metric`` minus the best static mixture's,
+    paired by seed, against the swarm's proposal (``swarm_best``) and its best observed member
+    (``swarm_top``), with ``confidence`` intervals; and its compute: training and evaluation
+    tokens per trial, the tokens it spent finding its mixture (swarm or search) and the total
+    per confirmed run. ``attrs["headroom"]``: the reference (uniform) arm's regret against the
+    better of the two static mixtures, i.e. how much any static reweighting gained. None
+    without a swarm."""
+    res = _as_results(results)
+    arms = set(res.trials["arm"]) if not res.trials.empty else set()
+    if not {SWARM_BEST, SWARM_TOP} & arms:
+        return None
+    finding = _finding_tokens(res)
+    frames = {}
+    for ref in (SWARM_BEST, SWARM_TOP):
+        if ref in arms:
+            frames[ref] = main_table(
+                res, baseline=ref, metrics=(metric,), paired=(metric,), confidence=confidence
+            )
+    base = next(iter(frames.values()))
+    out = base[["label", "arm", "policy", "config_id", "n_seeds", f"{metric}_mean",
+                f"{metric}_ci95"]].copy()
+    for ref, frame in frames.items():
+        tag = "best" if ref == SWARM_BEST else "top"
+        d = f"diff_{metric}"
+        cols = {f"{d}_mean": f"regret_{tag}_mean", f"{d}_ci_low": f"regret_{tag}_ci_low",
+                f"{d}_ci_high": f"regret_{tag}_ci_high", f"{d}_n_pairs": f"regret_{tag}_n_pairs"}
+        out = out.merge(frame[["config_id", *cols]].rename(columns=cols), on="config_id")
+    out["train_tokens_per_trial"] = base["train_tokens_per_trial"].to_numpy()
+    out["eval_tokens_per_trial"] = base["eval_tokens_per_trial"].to_numpy()
+    out["finding_tokens"] = [finding.get(str(a), 0.0) for a in out["arm"]]
+    out["total_tokens_per_run"] = (
+        out["train_tokens_per_trial"].fillna(0)
+        + out["eval_tokens_per_trial"].fillna(0)
+        + out["finding_tokens"]
+    )
+    # The best static mixture: the swarm arm with the lower mean (higher for a 'max' metric).
+    static = out[out["arm"].isin([SWARM_BEST, SWARM_TOP])].sort_values(f"{metric}_mean")
+    headroom = None
+    ref_arm = reference_arm(res)
+    if not static.empty and ref_arm is not None:
+        best_static = str(static.iloc[0]["arm"])
+        tag = "best" if best_static == SWARM_BEST else "top"
+        row = out[out["arm"] == ref_arm]
+        if not row.empty:
+            r = row.iloc[0]
+            headroom = {
+                "reference": ref_arm,
+                "best_static": best_static,
+                "mean": float(r[f"regret_{tag}_mean"]),
+                "ci_low": float(r[f"regret_{tag}_ci_low"]),
+                "ci_high": float(r[f"regret_{tag}_ci_high"]),
+                "n_pairs": int(r[f"regret_{tag}_n_pairs"]),
+            }
+    out.attrs.update({"metric": metric, "headroom": headroom, "swarm": swarm_summary(res)})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # formatting
 
 

@@ -14,6 +14,7 @@ Imports :mod:`ado_ray.analysis` (tables, search spaces), never the other way rou
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -517,3 +518,61 @@ def _padded(low: float, high: float, log: bool) -> tuple[float, float]:
         return low / pad, high * pad
     pad = 0.04 * (high - low) or 0.5
     return low - pad, high + pad
+
+
+def plot_swarm(res: Results, metric: str) -> tuple[Figure | None, str]:
+    """The swarm: the metric against the mixture. Three domains: a ternary plot of the members
+    (colour: the metric) with the proposed and best observed mixtures marked. More: the
+    regression's partial dependence on each domain's share (that share moved from 0 to 1, the
+    others kept in the proportions of the swarm's mean mixture)."""
+    from ado_ray.analysis import SWARM_BEST, SWARM_TOP, swarm_summary
+    from ado_ray.swarm import fit_swarm
+
+    t = res.trials
+    done = t[(t["phase"] == "swarm") & (t["status"] == "completed")] if not t.empty else t
+    if done.empty or "hp_weights" not in done:
+        return None, "no completed swarm trials"
+    by_mix = done.groupby("config_id").agg(y=(metric, "mean"), w=("hp_weights", "first"))
+    w = np.array([json.loads(x) if isinstance(x, str) else list(x) for x in by_mix["w"]])
+    y = by_mix["y"].to_numpy(dtype=float)
+    summary = swarm_summary(res) or {}
+    k = w.shape[1]
+    domains = res.domains() or [f"domain {i}" for i in range(k)]
+    if k == 3:
+        fig = Figure(figsize=(5.2, 4.6))
+        ax = fig.add_subplot()
+        corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
+        xy = w @ corners
+        ax.plot(*np.vstack([corners, corners[:1]]).T, color="0.6", lw=1)
+        for i, name in enumerate(domains[:3]):
+            ax.annotate(name, corners[i], ha="center", va="top" if i < 2 else "bottom")
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=y, cmap="viridis_r", s=40, edgecolor="k", lw=0.4)
+        fig.colorbar(sc, ax=ax, label=metric)
+        for key, marker in ((SWARM_BEST, "*"), (SWARM_TOP, "X")):
+            if key in summary:
+                p = np.asarray(summary[key]) @ corners
+                ax.scatter(*p, marker=marker, s=180, color="red", label=key, zorder=3)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.legend(loc="upper right", fontsize=8)
+        return fig, f"{len(y)} swarm mixtures on the simplex, coloured by {metric}"
+    fit = fit_swarm(w, y, kind=str(summary.get("regression", "ridge")))
+    mean = w.mean(axis=0)
+    grid = np.linspace(0.0, 1.0, 41)
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    colors = _domain_colors(list(domains))
+    for i, name in enumerate(domains[:k]):
+        rest = np.delete(mean, i)
+        rest = rest / rest.sum() if rest.sum() > 0 else np.full(k - 1, 1.0 / (k - 1))
+        mixes = np.array([np.insert((1 - g) * rest, i, g) for g in grid])
+        ax.plot(grid, fit.predict(mixes), label=name, color=colors.get(name))
+        ax.scatter(w[:, i], y, s=8, color=colors.get(name), alpha=0.4)
+    ax.set_xlabel("share of the domain")
+    ax.set_ylabel(f"predicted {metric}")
+    ax.legend(fontsize=8, ncol=2)
+    rho = summary.get("cv_spearman", fit.cv_spearman)
+    return fig, (
+        f"partial dependence of the swarm regression ({fit.kind}; held-out Spearman "
+        f"{rho:.2f}); dots: the {len(y)} swarm mixtures"
+    )

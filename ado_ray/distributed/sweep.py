@@ -17,7 +17,10 @@ resource and no CPU, so on a 2-CPU laptop trials queue for worker CPUs instead o
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as _dt
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -47,9 +50,15 @@ from ado_ray.results import (
     read_meta,
     read_results,
 )
+from ado_ray.schema import Budget, RunConfig
 from ado_ray.study import Study, dump_study, load_study
+from ado_ray.study.schema import SWARM_ARMS
+from ado_ray.swarm import fit_swarm, propose_mixture, sample_mixtures
 
 log = logging.getLogger(__name__)
+
+
+SWARM_FILE = "swarm.json"
 
 
 def _search_done(label: str) -> str:
@@ -101,7 +110,7 @@ def _driver(
     else:
         options = dict(config["options"])
         trial_name = config["trial_name"]
-    cfg = study.run_config(label, options, seed)
+    cfg = _run_config(study, config, label, options, seed)
     policy = cfg.policy
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -141,6 +150,32 @@ def _driver(
     writer.add_trial(record, out.get("steps"), out.get("evals"))
     if error is not None:
         raise error
+
+
+def _run_config(
+    study: Study, spec: dict[str, Any], label: str, options: dict[str, Any], seed: int
+) -> RunConfig:
+    """A trial's run: a study arm's, or (swarm members and the swarm's confirmed mixtures) the
+    policy and step budget its spec carries."""
+    if label in study.arms:
+        cfg = study.run_config(label, options, seed)
+    else:
+        cfg = RunConfig(
+            data=copy.deepcopy(study.data),
+            model=copy.deepcopy(study.model),
+            training=copy.deepcopy(study.training),
+            policy=spec["policy"],
+            policy_options=dict(options),
+            arm=label,
+            seed=seed,
+        )
+    if spec.get("steps") is not None:  # a shorter proxy run (swarm.budget_fraction)
+        cfg.training = dataclasses.replace(cfg.training, budget=Budget("steps", int(spec["steps"])))
+    return cfg
+
+
+def _policy_of(study: Study, label: str, spec: dict[str, Any]) -> str:
+    return study.arms[label].policy if label in study.arms else spec["policy"]
 
 
 class _SearchSpace:
@@ -290,6 +325,7 @@ def _record_stopped(
             name, arm, seed = f"search-{label}-{trial_id}", label, cfg.get("seed")
             sampled = {k: cfg[k] for k in study.search_space(label) if k in cfg}
             options = study.arm_options(label, sampled)
+            policy = study.arm(label).policy
         else:
             spec = cfg.get("spec") or {}
             if "trial_name" not in spec:
@@ -300,6 +336,7 @@ def _record_stopped(
                 spec["seed"],
                 spec["options"],
             )
+            policy = _policy_of(study, arm, spec)
         if name in done or (phase != "search" and result.error is None):
             continue
         # A search trial Tune reports errored is final (the restored search will not rerun
@@ -311,7 +348,6 @@ def _record_stopped(
         metrics = result.metrics or {}
         saved = history_from_checkpoint(ray_storage, name) if domains else None
         saved = saved or {}
-        policy = study.arm(arm).policy
         writer.add_trial(
             {
                 "trial_id": name,
@@ -368,51 +404,116 @@ def best_configs(study: Study, results_uri: str) -> dict[str, list[dict[str, Any
     return out
 
 
-def _run_confirm(
+def _run_grid(
     study: Study,
     results_uri: str,
     ray_storage: str,
-    steps: int,
     conc: int,
-    configs: dict[str, list[dict[str, Any]]],
+    specs: list[dict[str, Any]],
+    phase: str,
     stop: StopSignals,
-) -> list[str]:
-    """Run the confirm trials not yet recorded; returns the names of all planned ones."""
-    writer = ResultsWriter(results_uri, study.name)
-    done = writer.finished_trial_ids()
-    specs = []
-    planned = []
-    for trial in study.confirm_trials(configs, steps):
-        cid = config_id(trial.arm, _hparams(study.arm(trial.arm).policy, trial.policy_options))
-        name = f"confirm-{trial.arm}-{cid}-s{trial.seed}"
-        planned.append(name)
-        if name in done:
-            continue
-        specs.append(
-            {
-                "phase": "confirm",
-                "arm": trial.arm,
-                "seed": trial.seed,
-                "options": trial.policy_options,
-                "trial_name": name,
-            }
-        )
-    if not specs:
-        log.info("confirm phase: every trial is already recorded")
-        return planned
-    attempt = sum(1 for n in storage.listdir(ray_storage) if n.startswith("confirm"))
+) -> None:
+    """Run fixed trial ``specs`` (a grid: no search) as one Tune experiment of ``phase``."""
+    attempt = sum(1 for n in storage.listdir(ray_storage) if n.startswith(phase))
     tuner = tune.Tuner(
         _trainable(study, results_uri, ray_storage),
         param_space={"spec": tune.grid_search(specs)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=conc, trial_dirname_creator=_trial_dirname
         ),
-        run_config=_tune_run_config(f"confirm-{attempt}", ray_storage),
+        run_config=_tune_run_config(f"{phase}-{attempt}", ray_storage),
     )
     grid = tuner.fit()
     if stop.received is None:
-        _record_stopped(study, results_uri, ray_storage, grid, "confirm")
-    return planned
+        _record_stopped(study, results_uri, ray_storage, grid, phase)
+
+
+def _spec(
+    phase: str, label: str, policy: str, seed: int, options: dict[str, Any], steps: int | None
+) -> dict[str, Any]:
+    cid = config_id(label, _hparams(policy, options))
+    return {
+        "phase": phase,
+        "arm": label,
+        "policy": policy,
+        "seed": int(seed),
+        "options": options,
+        "steps": steps,
+        "trial_name": f"{phase}-{cid}-s{seed}" if label == phase else f"{phase}-{label}-{cid}-s{seed}",
+    }
+
+
+def swarm_specs(study: Study, corpus: Any, steps: int) -> list[dict[str, Any]]:
+    """The swarm's trials: its mixtures (uniform and natural first) on every swarm seed."""
+    sw = study.swarm
+    if sw is None:
+        return []
+    natural = np.asarray(corpus.natural_weights(), dtype=np.float64)
+    center = natural if sw.center == "natural" else np.full(natural.size, 1.0 / natural.size)
+    mixtures = sample_mixtures(sw.n_mixtures, center, natural, sw.concentration, sw.seed)
+    proxy = study.swarm_steps(steps)
+    return [
+        _spec("swarm", "swarm", "fixed", seed, {"weights": [float(x) for x in w]}, proxy)
+        for seed in study.swarm_seeds
+        for w in mixtures
+    ]
+
+
+def fit_swarm_results(study: Study, results_uri: str, corpus: Any) -> dict[str, Any]:
+    """Fit the swarm's regression on its completed trials (the metric averaged over seeds per
+    mixture), propose the best static mixture, and save both with the regression's quality to
+    ``swarm.json``. Returns what was saved."""
+    sw = study.swarm
+    assert sw is not None
+    trials = read_results(results_uri, with_steps=False).trials
+    done = trials[(trials.phase == "swarm") & (trials.status == "completed")]
+    done = done[np.isfinite(done[study.metric].astype(float))]
+    by_mix = done.groupby("config_id").agg(metric=(study.metric, "mean"), w=("hp_weights", "first"))
+    weights = np.array([json.loads(w) if isinstance(w, str) else list(w) for w in by_mix.w])
+    metric = by_mix.metric.to_numpy(dtype=np.float64)
+    fit = fit_swarm(weights, metric, kind=sw.regression, folds=sw.folds, seed=sw.seed)
+    natural = np.asarray(corpus.natural_weights(), dtype=np.float64)
+    center = natural if sw.center == "natural" else np.full(natural.size, 1.0 / natural.size)
+    lower = study.mode == "min"
+    best = propose_mixture(
+        fit, center, sw.concentration, sw.candidates, sw.top_k, sw.seed, lower_is_better=lower
+    )
+    top = weights[int(np.argmin(metric) if lower else np.argmax(metric))]
+    out = {
+        "regression": sw.regression,
+        "cv_spearman": fit.cv_spearman,
+        "folds": fit.folds,
+        "n_mixtures": fit.n,
+        "swarm_tokens": int(done.tokens_seen.sum()),
+        "swarm_eval_tokens": int(done.eval_tokens.fillna(0).sum()),
+        "swarm_best": [float(x) for x in best],
+        "swarm_top": [float(x) for x in top / top.sum()],
+    }
+    storage.write_text_atomic(storage.join(results_uri, SWARM_FILE), json.dumps(out, indent=1))
+    return out
+
+
+def _confirm_specs(
+    study: Study,
+    steps: int,
+    configs: dict[str, list[dict[str, Any]]],
+    swarm: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    specs = [
+        _spec("confirm", t.arm, study.arm(t.arm).policy, t.seed, t.policy_options, None)
+        for t in study.confirm_trials(configs, steps)
+    ]
+    if swarm is not None:  # the swarm's mixtures, confirmed like every arm
+        for seed in study.seeds:
+            for label in SWARM_ARMS:
+                specs.append(
+                    _spec("confirm", label, "fixed", seed, {"weights": swarm[label]}, None)
+                )
+    return specs
+
+
+def _pending(specs: list[dict[str, Any]], done: set[str]) -> list[dict[str, Any]]:
+    return [sp for sp in specs if sp["trial_name"] not in done]
 
 
 def run_sweep(
@@ -458,7 +559,10 @@ def run_sweep(
             "seq_len": int(corpus.seq_len),
             "total_steps": steps,
             "domains": list(corpus.domains),
-            "arms": {label: arm.policy for label, arm in study.arms.items()},
+            "arms": {
+                **{label: arm.policy for label, arm in study.arms.items()},
+                **({lb: "fixed" for lb in SWARM_ARMS} if study.swarm is not None else {}),
+            },
             "search_spaces": {
                 label: {k: v.to_dict() for k, v in study.search_space(label).items()}
                 for label in study.arms
@@ -467,14 +571,30 @@ def run_sweep(
         },
     )
     ray_storage = storage.join(results_uri, "ray")
+    planned: list[str] = []
     with StopSignals() as stop:
+        swarm = None
+        if study.swarm is not None:
+            specs = swarm_specs(study, corpus, steps)
+            planned += [sp["trial_name"] for sp in specs]
+            todo = _pending(specs, writer.finished_trial_ids())
+            if todo:
+                _run_grid(study, results_uri, ray_storage, conc, todo, "swarm", stop)
+                writer.merge()
+                stop.check(results_uri)
+            swarm = fit_swarm_results(study, results_uri, corpus)
         for label in study.searched_arms():
             if not storage.exists(storage.join(results_uri, _search_done(label))):
                 _run_search(study, label, results_uri, ray_storage, steps, conc, resume, stop)
                 writer.merge()
                 stop.check(results_uri)
-        configs = best_configs(study, results_uri)
-        planned = _run_confirm(study, results_uri, ray_storage, steps, conc, configs, stop)
+        specs = _confirm_specs(study, steps, best_configs(study, results_uri), swarm)
+        planned += [sp["trial_name"] for sp in specs]
+        todo = _pending(specs, writer.finished_trial_ids())
+        if todo:
+            _run_grid(study, results_uri, ray_storage, conc, todo, "confirm", stop)
+        else:
+            log.info("confirm phase: every trial is already recorded")
         writer.merge()
         stop.check(results_uri)
     finished = _finished_trials(study, results_uri, planned)
@@ -484,9 +604,9 @@ def run_sweep(
     return results_uri
 
 
-def _finished_trials(study: Study, results_uri: str, confirm_names: list[str]) -> int:
+def _finished_trials(study: Study, results_uri: str, names: list[str]) -> int:
     """Planned trials that finished: search trials (completed, failed or pruned) up to each
-    arm's budget, and the confirm phase's trials by name."""
+    arm's budget, and the swarm's and confirm phase's trials by name."""
     trials = read_results(results_uri, with_steps=False).trials
     done = trials[trials.status.isin(sorted(FINISHED_STATUSES))]
     search = done[done.phase == "search"]
@@ -494,4 +614,4 @@ def _finished_trials(study: Study, results_uri: str, confirm_names: list[str]) -
         min(int((search.arm == label).sum()), study.num_samples(label))
         for label in study.searched_arms()
     )
-    return count + int(done.trial_id.isin(confirm_names).sum())
+    return count + int(done.trial_id.isin(names).sum())

@@ -46,11 +46,15 @@ from ado_ray.study.schema import (
     MODES,
     SCHEDULER_TYPES,
     SEARCH_SAMPLERS,
+    SWARM_ARMS,
+    SWARM_CENTERS,
+    SWARM_REGRESSIONS,
     ArmSpec,
     ParamSpec,
     SchedulerSpec,
     SearchSpec,
     Study,
+    SwarmSpec,
 )
 
 __all__ = ["STUDIES_DIR", "dump_study", "load_study", "shipped_studies"]
@@ -316,6 +320,39 @@ def _check_search(c: _Checker, raw: Any) -> SearchSpec | None:
     return SearchSpec(**v)
 
 
+def _check_swarm(c: _Checker, raw: Any) -> SwarmSpec | None | Any:
+    if raw is None:
+        return None
+    d = c.mapping(raw, "swarm", tuple(f.name for f in dataclasses.fields(SwarmSpec)))
+    if d is _BAD:
+        return _BAD
+    D, p = SwarmSpec(), "swarm."
+    g = lambda k: _pick(d, k, getattr(D, k))  # noqa: E731
+    v: dict[str, Any] = {
+        "n_mixtures": c.integer(g("n_mixtures"), p + "n_mixtures", low=3),
+        "concentration": c.number(g("concentration"), p + "concentration", 0.0, low_open=True),
+        "center": c.choice(g("center"), p + "center", SWARM_CENTERS),
+        "budget_fraction": c.number(
+            g("budget_fraction"), p + "budget_fraction", 0.0, 1.0, low_open=True
+        ),
+        "seeds": None,
+        "seed": c.integer(g("seed"), p + "seed", low=0),
+        "regression": c.choice(g("regression"), p + "regression", SWARM_REGRESSIONS),
+        "folds": c.integer(g("folds"), p + "folds", low=2),
+        "candidates": c.integer(g("candidates"), p + "candidates", low=1),
+        "top_k": c.integer(g("top_k"), p + "top_k", low=1),
+    }
+    if d.get("seeds") is not None:
+        v["seeds"] = c.seed_list(d["seeds"], p + "seeds")
+    if _BAD in v.values():
+        return _BAD
+    if v["top_k"] > v["candidates"]:
+        return c.fail(p + "top_k", v["top_k"], f"an integer in [1, {v['candidates']}] (candidates)")
+    v["concentration"] = float(v["concentration"])
+    v["budget_fraction"] = float(v["budget_fraction"])
+    return SwarmSpec(**v)
+
+
 def _check_storage(c: _Checker, value: Any) -> Any:
     allowed = "a local path, or a file://, s3:// or gs:// URI (" + ", ".join(STORAGE_SCHEMES) + ")"
     if not isinstance(value, str) or not value.strip():
@@ -404,8 +441,13 @@ def _validate(raw: Any, source: str | None = None) -> Study:
             f"{METRICS[metric]!r} for metric {metric!r}",
             problem=f"{metric} is better when {'lower' if METRICS[metric] == 'min' else 'higher'}",
         )
+    swarm = _check_swarm(c, _pick(top, "swarm", None))
     if search is not None and arms_ok:
         _check_cross(c, arms, search)
+    if swarm not in (None, _BAD):
+        for label in SWARM_ARMS:
+            if label in arms:
+                c.fail(f"arms.{label}", label, "another label: the swarm adds this arm itself")
     if c.errors:
         raise StudyError(c.errors, source)
     return Study(
@@ -421,6 +463,7 @@ def _validate(raw: Any, source: str | None = None) -> Study:
         storage=storage,
         metric=metric,
         mode=mode,
+        swarm=swarm,
     )
 
 

@@ -31,6 +31,8 @@ from ado_ray.schema import (
 
 __all__ = [
     "DISTRIBUTION_TYPES",
+    "SWARM_ARMS",
+    "SwarmSpec",
     "METRICS",
     "ArmSpec",
     "ParamSpec",
@@ -193,6 +195,29 @@ class SearchSpec:
     arms: list[str] | None = None  # None: every arm with a search space
 
 
+SWARM_CENTERS = ("natural", "uniform")
+SWARM_REGRESSIONS = ("ridge", "lightgbm")
+#: The confirm-phase arms a swarm adds: the regression's proposal and the best member observed.
+SWARM_ARMS = ("swarm_best", "swarm_top")
+
+
+@dataclass
+class SwarmSpec:
+    """The swarm phase (see :mod:`ado_ray.swarm`): fixed mixtures run in parallel, a regression
+    that proposes the best static mixture, and that mixture confirmed on every seed."""
+
+    n_mixtures: int = 16
+    concentration: float = 1.0
+    center: str = "natural"
+    budget_fraction: float = 1.0
+    seeds: list[int] | None = None  # None: the search seeds
+    seed: int = 0
+    regression: str = "ridge"
+    folds: int = 5
+    candidates: int = 100_000
+    top_k: int = 100
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     """One run of the confirm phase: an arm's policy and options on one seed."""
@@ -219,6 +244,7 @@ class Study:
     storage: str = "./ado_results"
     metric: str = "val_loss_balanced"
     mode: str = "min"
+    swarm: SwarmSpec | None = None
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -236,6 +262,7 @@ class Study:
             "storage": self.storage,
             "metric": self.metric,
             "mode": self.mode,
+            "swarm": None if self.swarm is None else dataclasses.asdict(self.swarm),
         }
 
     def with_overrides(self, sets: list[str] | tuple[str, ...]) -> Study:
@@ -317,6 +344,18 @@ class Study:
     def has_search(self) -> bool:
         """Whether the study runs a search phase at all."""
         return bool(self.searched_arms())
+
+    @property
+    def swarm_seeds(self) -> list[int]:
+        """The swarm's seeds: ``swarm.seeds``, else the search seeds (not the confirm ones)."""
+        if self.swarm is None:
+            return []
+        return list(self.swarm.seeds or self.search_seeds)
+
+    def swarm_steps(self, total_steps: int) -> int:
+        """Steps of each swarm trial: ``budget_fraction`` of the main budget (at least 1)."""
+        frac = 1.0 if self.swarm is None else float(self.swarm.budget_fraction)
+        return max(1, round(frac * int(total_steps)))
 
     @property
     def search_seeds(self) -> list[int]:

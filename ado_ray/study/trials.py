@@ -10,7 +10,7 @@ from typing import Any
 
 from ado_ray.policies import policy_class
 from ado_ray.schema import StudyError, _show
-from ado_ray.study.schema import Study, TrialSpec
+from ado_ray.study.schema import SWARM_ARMS, Study, TrialSpec
 
 __all__ = ["Plan", "arm_options", "confirm_trials", "default_config", "plan"]
 
@@ -88,6 +88,7 @@ class PhasePlan:
     policy: str
     seeds: tuple[int, ...]
     trials: int
+    steps: int | None = None  # steps per trial; None: the study's budget
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class Plan:
 
     @property
     def total_steps(self) -> int:
-        return self.trials * self.steps_per_trial
+        return sum(p.trials * (p.steps or self.steps_per_trial) for p in self.phases)
 
     @property
     def total_tokens(self) -> int:
@@ -122,10 +123,20 @@ class Plan:
             lines.append(
                 f"  {p.phase:<8} {p.arm:<18} {p.policy:<14} {seeds:<14} {p.trials:>6}"
             )
-        lines.append(
-            f"  {self.trials} trials x {self.steps_per_trial} steps x {self.tokens_per_step} "
-            f"tokens/step = {self.total_steps:,} optimizer steps, {self.total_tokens:,} tokens"
-        )
+        for p in self.phases:
+            if p.steps is not None and p.steps != self.steps_per_trial:
+                lines.append(f"  ({p.phase} trials run {p.steps} steps each)")
+        if any(p.steps not in (None, self.steps_per_trial) for p in self.phases):
+            lines.append(
+                f"  {self.trials} trials, {self.steps_per_trial} steps each unless noted, x "
+                f"{self.tokens_per_step} tokens/step = {self.total_steps:,} optimizer steps, "
+                f"{self.total_tokens:,} tokens"
+            )
+        else:
+            lines.append(
+                f"  {self.trials} trials x {self.steps_per_trial} steps x {self.tokens_per_step} "
+                f"tokens/step = {self.total_steps:,} optimizer steps, {self.total_tokens:,} tokens"
+            )
         res = f"{self.workers_per_trial} worker(s) x {_g(self.cpus_per_worker)} CPU"
         if self.gpus_per_worker:
             res += f" + {_g(self.gpus_per_worker)} GPU"
@@ -140,6 +151,17 @@ def _g(x: float) -> str:
 def plan(study: Study, total_steps: int, seq_len: int) -> Plan:
     """The study's plan for runs of ``total_steps`` steps of ``seq_len``-token sequences."""
     phases = []
+    if study.swarm is not None:
+        phases.append(
+            PhasePlan(
+                "swarm",
+                "swarm",
+                "fixed",
+                tuple(study.swarm_seeds),
+                study.swarm.n_mixtures * len(study.swarm_seeds),
+                study.swarm_steps(total_steps),
+            )
+        )
     searched = study.searched_arms()
     for label in searched:
         phases.append(
@@ -156,6 +178,11 @@ def plan(study: Study, total_steps: int, seq_len: int) -> Plan:
         phases.append(
             PhasePlan("confirm", label, arm.policy, tuple(study.seeds), k * len(study.seeds))
         )
+    if study.swarm is not None:
+        for label in SWARM_ARMS:
+            phases.append(
+                PhasePlan("confirm", label, "fixed", tuple(study.seeds), len(study.seeds))
+            )
     r = study.resources
     return Plan(
         study=study.name,
