@@ -5,7 +5,7 @@ an adversarial bandit and runs EXP3 with an adaptive exploration rate and a smoo
 importance-weighted estimate of each arm's reward, the reward being the domain's training loss
 (a domain the model still finds hard is worth sampling). Sources:
 
-- the paper, section 3 and Algorithm 1 (the update equations below);
+- the paper's Algorithm 1 (the update equations below);
 - the authors' code, github.com/alon-albalak/online-data-mixing at commit ``edbfdad``
   (``megatron/data/data_sampling_utils.py`` and ``megatron/training.py`` there are identical to
   commit ``aca0acb``, which the README links as "the data mixing implementation described in
@@ -51,20 +51,21 @@ Where we differ from the paper or the authors' code, and why
    is 0), the prior until the first update, as the code starts from its given weights
    (L467-468).
 2. **Prior and warmup.** The paper starts from R = 0, i.e. uniform weights, and we do too.
-   During the authors' warmup (``training.py`` L1028-1100) batches are drawn from the whole
-   corpus ("sample from the full dataset uniformly", ``neox_args.py`` L1010: the natural
-   proportions) and no reward is recorded (``UpdateScheduler.requires_update``, L319-320,
-   ``iteration > warmup_steps``). So the policy takes the runner's prior (``token_counts``:
-   the corpus' token shares; ``prior=`` to override; uniform when neither is given in Python)
-   and uses it exactly for the steps ``< warmup_steps``, ignoring their losses. The clock t
-   counts the warmup steps, as the authors' ``iteration`` does. With the default
-   ``warmup_steps=0`` the prior is never used.
+   During the authors' warmup (``training.py`` L1028-1118) batches are drawn from the whole
+   corpus ("sample from the full dataset uniformly", ``neox_args.py`` L1010; their runs set
+   the Pile's own weights, ``alon_configs/train_data_weights/original_pile.yml``, which are
+   also the updater's initial weights) and no reward is recorded
+   (``UpdateScheduler.requires_update``, L319-320: ``iteration > warmup_steps``). So the
+   policy takes the runner's prior (``token_counts``: the corpus' token shares; ``prior=`` to
+   override; uniform when neither is given in Python) and uses it exactly for the steps
+   ``< warmup_steps``, ignoring their losses. The clock t counts the warmup steps, as the
+   authors' ``iteration`` does. With the default ``warmup_steps=0`` the prior is never used.
 3. **min_exploration.** eps_t = min(1/K, max(min_exploration, sqrt(ln K / (K t)))). As eps_t
    decays, both the exploration term and the softmax's inverse temperature eps_{t-1} go to 0,
    and since the smoothed R stays bounded (it is not a cumulative sum as in EXP3), the weights
    drift back to uniform and stop responding to the rewards. The floor keeps the policy
-   responsive (a later re-implementation added it for this reason). 0 is the paper's and the
-   authors' rule; values >= 1/K give uniform weights.
+   responsive. The floor is ours (neither the paper nor the authors' code has one); 0 is their
+   rule; values >= 1/K give uniform weights.
 4. **Batches, not samples.** The paper draws one domain per micro-batch; our runner reports,
    per step, each domain's sequence count and mean loss. Each domain present in the step gets
    one update with its mean loss, as the authors' ``group_update`` does with its per-domain
@@ -146,10 +147,10 @@ ODM_OPTIONS: tuple[Option, ...] = (
 
 
 class OdmPolicy(MixturePolicy):
-    """ODM: EXP3 over domains rewarded by their (importance-weighted, smoothed) training loss.
+    """ODM: EXP3 over domains rewarded by their smoothed, importance-weighted training loss.
 
-    See the module docstring for the update, the options and every deviation from the paper
-    and the authors' code."""
+    The prior is only the weights of the warmup steps. See the module docstring for the update,
+    the options and every deviation from the paper and the authors' code."""
 
     name = "odm"
     options_spec = ODM_OPTIONS

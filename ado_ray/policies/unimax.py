@@ -71,11 +71,10 @@ def unimax_allocation(
 
 
 class UnimaxPolicy(MixturePolicy):
-    """UniMax: the run's token budget spread uniformly over domains, each capped at max_epochs
-    passes over its data (Chung et al. 2023, Algorithm 1).
+    """UniMax: the token budget spread uniformly over domains, each at most max_epochs passes.
 
-    Needs ``total_tokens`` and ``domain_tokens`` (the runner supplies them); see the module
-    docstring."""
+    Chung et al. 2023, Algorithm 1. Needs ``total_tokens`` and ``domain_tokens`` (the runner
+    supplies them); see the module docstring."""
 
     name = "unimax"
     options_spec = (
