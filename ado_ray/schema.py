@@ -51,7 +51,7 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 }
 MODEL_OVERRIDE_KEYS = ("n_layer", "n_embd", "n_head", "n_positions", "dropout")
 BUDGET_KINDS = ("tokens", "steps", "epochs")
-SAMPLERS = ("multinomial", "largest_remainder")
+SAMPLERS = ("auto", "multinomial", "largest_remainder")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -525,7 +525,13 @@ class TrainingSpec:
     eval_batch_size: int = setting(64, "int", "sequences per evaluation forward pass", low=1)
     checkpoint_interval: int = setting(100, "int", "steps between checkpoints", low=1)
     mixture_lag: int = setting(2, "int", "steps before new weights take effect", low=1)
-    sampler: str = setting("multinomial", "choice", "batch composition", choices=SAMPLERS)
+    sampler: str = setting(
+        "auto",
+        "choice",
+        "batch composition; auto: largest_remainder for policies that need exact batches, "
+        "else multinomial",
+        choices=SAMPLERS,
+    )
     compile: bool = setting(False, "bool", "torch.compile the model")
     precision: str = setting(
         "auto", "choice", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS
@@ -565,6 +571,12 @@ class TrainingSpec:
         if b.kind == "tokens":
             return max(1, math.ceil(b.value / (batch * seq_len)))
         return max(1, math.ceil(b.value * total_train_sequences / batch))
+
+    def sampler_mode(self, exact_batches: bool) -> str:
+        """The sampler's mode for a policy (``exact_batches``: its ``needs``)."""
+        if self.sampler != "auto":
+            return self.sampler
+        return "largest_remainder" if exact_batches else "multinomial"
 
     def warmup_steps(self, total: int) -> int:
         """Learning-rate warmup steps of a ``total``-step run."""

@@ -230,3 +230,31 @@ def test_largest_remainder_properties(w, total):
     assert c.sum() == total and (c >= 0).all()
     assert (np.abs(c - total * w) < 1 + 1e-9).all()
     assert (c[w == 0] == 0).all()
+
+
+def test_largest_remainder_follows_near_one_hot_phases_where_multinomial_noise_swamps_them():
+    # An Aioli probe phase: 4 steps of 16 sequences on a 0.625 one-hot mixture over 5 domains.
+    c = _corpus(sizes=(400,) * 5)
+    w = np.full(5, 0.375 / 4)
+    w[2] = 0.625
+    exact = MixtureSampler(c, batch_size=16, seed=0, mode="largest_remainder")
+    shares = np.array([exact.counts(w) for _ in range(4)]).sum(axis=0) / 64
+    assert np.abs(shares - w).max() <= 1 / 64 + 1e-12  # within one sequence of the phase
+    noisy = MixtureSampler(c, batch_size=16, seed=0, mode="multinomial")
+    err = [
+        np.abs(np.array([noisy.counts(w) for _ in range(4)]).sum(axis=0) / 64 - w).max()
+        for _ in range(200)
+    ]
+    assert np.median(err) >= 3 / 64  # typically off by 3-5 sequences per phase
+    assert np.mean(err) > 3 * (1 / 64)
+
+
+def test_auto_picks_exact_batches_for_the_policies_that_need_them():
+    from ado_ray.policies import policy_class
+    from ado_ray.schema import TrainingSpec
+
+    auto = TrainingSpec()
+    assert auto.sampler == "auto"
+    assert auto.sampler_mode(policy_class("aioli").needs.exact_batches) == "largest_remainder"
+    assert auto.sampler_mode(policy_class("ado").needs.exact_batches) == "multinomial"
+    assert TrainingSpec(sampler="multinomial").sampler_mode(True) == "multinomial"

@@ -227,7 +227,7 @@ class AioliPolicy(MixturePolicy):
 
     name = "aioli"
     options_spec = AIOLI_OPTIONS
-    needs = Needs(prior=True, eval_feedback=True)
+    needs = Needs(prior=True, eval_feedback=True, exact_batches=True)
     search_space = {
         "eta": {"type": "loguniform", "low": 0.05, "high": 5.0},
         "one_hot_factor": {"type": "uniform", "low": 0.55, "high": 0.95},

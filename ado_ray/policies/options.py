@@ -195,13 +195,17 @@ class Needs:
     - ``eval_feedback``: held-out per-domain losses through ``observe_eval`` after each evaluation
       (a policy may decide per instance: see ``MixturePolicy.wants_eval_feedback``);
     - ``run_budget``: the run's total training tokens as ``total_tokens=`` and every domain's
-      training tokens as ``domain_tokens=``.
+      training tokens as ``domain_tokens=``;
+    - ``exact_batches``: batches whose domain counts follow the weights step by step (the
+      sampler's ``largest_remainder`` mode, under ``training.sampler: auto``): a policy that
+      probes short near-one-hot phases would otherwise measure multinomial noise.
     """
 
     prior: bool = False
     seq_len: bool = False
     eval_feedback: bool = False
     run_budget: bool = False
+    exact_batches: bool = False
 
     def context_options(self) -> tuple[str, ...]:
         """The option names the runner fills in (they describe the run, not the policy)."""
@@ -215,7 +219,8 @@ class Needs:
         return tuple(out)
 
     def describe(self) -> str:
-        words = [n for n in ("prior", "seq_len", "eval_feedback", "run_budget") if getattr(self, n)]
+        names = ("prior", "seq_len", "eval_feedback", "run_budget", "exact_batches")
+        words = [n for n in names if getattr(self, n)]
         return ", ".join(words) or "nothing"
 
 

@@ -284,7 +284,7 @@ def _build(
         seed=cfg.seed,
         rank=rt.rank,
         world_size=rt.world_size,
-        mode=tr.sampler,
+        mode=tr.sampler_mode(policy_class(cfg.policy).needs.exact_batches),
     )
     return _Run(
         cfg=cfg,
