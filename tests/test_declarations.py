@@ -172,7 +172,7 @@ def test_readme_options_tables_match_the_declarations():
         m = re.search(rf"<!-- options:{name} -->\n(.*?)\n<!-- /options -->", text, re.S)
         assert m, f"README has no options table for {name} (`ado-ray policies --markdown`)"
         assert m.group(1).strip() == options_markdown(name).strip(), (
-            f"README's {name} table is out of date; `ado-ray policies --markdown` prints it"
+            f"README's {name} table is out of date: run scripts/update_readme_tables.py"
         )
 
 
