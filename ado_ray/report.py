@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,7 +63,51 @@ def default_out_dir(uri: str, study: str | None) -> str:
 
 def _rel(out_dir: str, target: str) -> str:
     prefix = out_dir.rstrip("/") + "/"
-    return target[len(prefix) :] if target.startswith(prefix) else target
+    if target.startswith(prefix):
+        return target[len(prefix) :]
+    local_target, local_out = _local_path(target), _local_path(out_dir)
+    if local_target is not None and local_out is not None:
+        return os.path.relpath(local_target, local_out)
+    return target
+
+
+def _local_path(uri: str) -> str | None:
+    """The path of a local storage URI (a plain path or ``file://``), None for a remote one."""
+    uri = str(uri)
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    return None if storage.scheme(uri) else uri
+
+
+def _shown_results(uri: str, out_dir: str) -> str:
+    """How the report names the results it analyses: never by their absolute local path (the
+    report is meant to be shared). Local results: their path relative to the report's directory
+    (``..`` for the default ``<results>/analysis``), or their directory's name when the report is
+    written to remote storage. Remote results (``s3://...``): their URI."""
+    local, out = _local_path(uri), _local_path(out_dir)
+    if local is None:
+        return uri
+    if out is None:
+        return os.path.basename(local.rstrip("/")) or "."
+    return os.path.relpath(local, out)
+
+
+def _scrub_paths(text: str, uri: str, out_dir: str) -> str:
+    """Replace the absolute local paths of the report's directory and of the results (in
+    failure messages, notes, ...) with their relative forms."""
+    pairs = []
+    out = _local_path(out_dir)
+    if out is not None and os.path.isabs(out):
+        pairs.append((out.rstrip("/"), "."))
+    local = _local_path(uri)
+    if local is not None and os.path.isabs(local):
+        pairs.append((local.rstrip("/"), _shown_results(uri, out_dir)))
+    for absolute, shown in pairs:
+        if absolute in ("", "/"):
+            continue
+        for form in (f"file://{absolute}", absolute, html.escape(absolute)):
+            text = re.sub(re.escape(form) + r"(?![\w.-])", lambda _m, s=shown: s, text)
+    return text
 
 
 def plot_file(kind: str, arm: str | None = None) -> str:
@@ -244,7 +289,8 @@ def _render_report(
     meta = res.meta or {}
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     head = (
-        f"Results: `{res.uri}` · schema version {meta.get('schema_version', '?')} · "
+        f"Results: `{_shown_results(res.uri, out_dir)}` · "
+        f"schema version {meta.get('schema_version', '?')} · "
         f"package {meta.get('package_version', '?')} · analysed {now}"
     )
     intro = _intro(table)
@@ -337,7 +383,7 @@ def _render_report(
         + "\n".join(body)
         + "\n</body></html>\n"
     )
-    return "\n".join(md), page
+    return _scrub_paths("\n".join(md), res.uri, out_dir), _scrub_paths(page, res.uri, out_dir)
 
 
 def _failed(trials: pd.DataFrame) -> pd.DataFrame | None:

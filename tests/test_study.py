@@ -20,7 +20,14 @@ from ado_ray.study import (
     shipped_studies,
 )
 
-SHIPPED = ["quickstart", "wikitext2_seed", "wikitext2_articles", "pile_domains"]
+SHIPPED = [
+    "quickstart",
+    "wikitext2_seed",
+    "wikitext2_articles",
+    "pile_domains",
+    "arms_showdown",
+    "pile_showdown",
+]
 
 
 def minimal() -> dict:
