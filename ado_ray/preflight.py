@@ -85,7 +85,13 @@ class Preflight:
 
 def preflight(study: Study) -> Preflight:
     """Load the study's corpus, check every arm against it, and make the plan."""
-    corpus = load_corpus(study.data.source, **study.data.options)
+    try:
+        corpus = load_corpus(study.data.source, **study.data.options)
+    except OSError as exc:  # offline, a missing file, a hub that does not answer
+        raise ValueError(
+            f"data: the {study.data.source!r} corpus could not be loaded "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     steps = validate_before_compute(study, corpus)
     return Preflight(study, corpus, steps, plan(study, steps, int(corpus.seq_len)))
 
