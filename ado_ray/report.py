@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from ado_ray import plots as plots_mod
@@ -28,6 +29,7 @@ from ado_ray.analysis import (
     hp_importances,
     main_table,
     markdown_table,
+    regret_table,
     searched_arms,
 )
 from ado_ray.results import Results, read_results
@@ -47,11 +49,14 @@ class AnalysisReport:
     messages: list[str] = field(default_factory=list)
     #: Per searched arm, what the importances are (evaluator, trials) or why there are none.
     importance_notes: dict[str, str] = field(default_factory=dict)
+    #: The headroom and regret section (Markdown), for a study with a swarm.
+    regret_text: str = ""
 
     @property
     def text(self) -> str:
-        """The table in the requested format (what ``ado-ray analyze`` prints)."""
-        return self.table_text
+        """The table in the requested format, then headroom and regret if the study has a swarm
+        (what ``ado-ray analyze`` prints)."""
+        return self.table_text + (f"\n{self.regret_text}" if self.regret_text else "")
 
 
 def default_out_dir(uri: str, study: str | None) -> str:
@@ -211,6 +216,14 @@ def analyze(
                         ),
                     )
                 )
+        if (res.trials["phase"] == "swarm").any() if not res.trials.empty else False:
+            builds.append(
+                (
+                    plot_file("swarm"),
+                    "Swarm: the metric against the mixture",
+                    lambda: plots_mod.plot_swarm(res, metric),
+                )
+            )
         for arm in searched:
             builds.append(
                 (
@@ -231,8 +244,10 @@ def analyze(
             plots_mod.save_png(fig, target)
             figures.append((target, title, caption))
 
+    regret_md, regret_html, _ = _regret_section(res, metric)
     md, page = _render_report(
-        res, table, searched, importances, imp_notes, figures, messages, out_dir
+        res, table, searched, importances, imp_notes, figures, messages, out_dir,
+        (regret_md, regret_html),
     )
     report_path = storage.join(out_dir, "report.md")
     html_path = storage.join(out_dir, "report.html")
@@ -248,6 +263,7 @@ def analyze(
         table_text=table_text,
         messages=messages,
         importance_notes=imp_notes,
+        regret_text="\n".join(regret_md),
     )
 
 
@@ -284,6 +300,7 @@ def _render_report(
     figures: list[tuple[str, str, str]],
     messages: list[str],
     out_dir: str,
+    regret: tuple[list[str], list[str]] = ([], []),
 ) -> tuple[str, str]:
     study = res.study or "study"
     meta = res.meta or {}
@@ -326,6 +343,8 @@ def _render_report(
         frame = imp_frame(arm)
         if frame is not None:
             md += [format_table(frame, "markdown")]
+    regret_md, regret_html = regret
+    md += regret_md
     md += ["## Plots", ""]
     for target, title, caption in figures:
         md += [f"### {title}", "", f"![{title}]({_rel(out_dir, target)})", "", caption, ""]
@@ -363,6 +382,7 @@ def _render_report(
         frame = imp_frame(arm)
         if frame is not None:
             body += [format_table(frame, "html")]
+    body += regret_html
     body += ["<h2>Plots</h2>"]
     for target, title, caption in figures:
         body += [
@@ -409,3 +429,69 @@ def _failed(trials: pd.DataFrame) -> pd.DataFrame | None:
 
 
 __all__ = ["AnalysisReport", "analyze", "default_out_dir", "plot_file"]
+
+
+def _regret_section(res: Results, metric: str) -> tuple[list[str], list[str], str | None]:
+    """Markdown and HTML of the headroom and regret section (a study with a swarm), and a
+    one-line summary for the notes; empty without a swarm."""
+    table = regret_table(res, metric)
+    if table is None or table.empty:
+        return [], [], None
+    head = table.attrs.get("headroom")
+    swarm = table.attrs.get("swarm") or {}
+
+    def ci(r: pd.Series, tag: str) -> str:
+        m = r[f"regret_{tag}_mean"]
+        if not np.isfinite(m):
+            return "n/a"
+        return (
+            f"{m:+.4f} [{r[f'regret_{tag}_ci_low']:+.4f}, {r[f'regret_{tag}_ci_high']:+.4f}] "
+            f"(n={int(r[f'regret_{tag}_n_pairs'])})"
+        )
+
+    rows = pd.DataFrame(
+        {
+            "arm": table["label"],
+            metric: [f"{m:.4f} ± {h:.4f}" for m, h in zip(table[f"{metric}_mean"],
+                                                         table[f"{metric}_ci95"])],
+            "regret vs swarm_best": [ci(r, "best") for _, r in table.iterrows()],
+            "regret vs swarm_top": [ci(r, "top") for _, r in table.iterrows()],
+            "train tokens / run": table["train_tokens_per_trial"].map(_tokens),
+            "eval tokens / run": table["eval_tokens_per_trial"].map(_tokens),
+            "tokens to find the mixture": table["finding_tokens"].map(_tokens),
+            "total tokens / run": table["total_tokens_per_run"].map(_tokens),
+        }
+    )
+    lines = [
+        "## Headroom and regret",
+        "",
+        "Regret is an arm's metric minus the best static mixture's, paired by seed (95% CI): "
+        "`swarm_best` is the mixture the swarm's regression proposes, `swarm_top` the best swarm "
+        "member observed, both confirmed on every seed. Negative regret beats that mixture. An "
+        "arm's total compute adds what it spent to find its mixture (the swarm, or its search).",
+        "",
+    ]
+    summary = None
+    if head is not None:
+        summary = (
+            f"headroom ({head['reference']} minus {head['best_static']}): {head['mean']:+.4f} "
+            f"[{head['ci_low']:+.4f}, {head['ci_high']:+.4f}] (n={head['n_pairs']})"
+        )
+        lines += [f"**Headroom**: {summary}.", ""]
+    if swarm:
+        lines += [
+            f"Swarm: {swarm.get('n_mixtures')} mixtures, {swarm.get('regression')} regression, "
+            f"held-out Spearman rank correlation {swarm.get('cv_spearman', float('nan')):.2f} "
+            f"({swarm.get('folds')}-fold).",
+            "",
+        ]
+    lines += [markdown_table(rows)]
+    body = [f"<h2>Headroom and regret</h2><p>{html.escape(lines[2])}</p>"]
+    if summary:
+        body.append(f"<p><b>Headroom</b>: {html.escape(summary)}.</p>")
+    body.append(rows.to_html(index=False, border=0, classes="table"))
+    return lines, body, summary
+
+
+def _tokens(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:,.0f}"

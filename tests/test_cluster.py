@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,9 @@ CLUSTER_YAML = ROOT / "cluster.yaml"
 RAYJOB_YAML = ROOT / "deploy" / "rayjob.yaml"
 GPU_STUDIES = ["studies/wikitext2_seed.yaml", "studies/pile_domains.yaml"]
 RAY_VERSION = "2.60.0"
+#: Where cluster.yaml puts the Ray auth token on every node, and where its local copy lives.
+TOKEN_MOUNT = "/home/ray/ado-ray-auth-token"
+TOKEN_SECRET = "ado-ray-auth-token"
 
 
 @pytest.fixture
@@ -135,6 +141,7 @@ def test_cluster_yaml_runs_the_pinned_ray_image_and_installs_this_checkout(clust
     mounts = cluster_config["file_mounts"]
     assert mounts["/home/ray/ado-ray"] == "."
     assert mounts["/home/ray/studies"] == "./studies"
+    assert set(mounts) == {"/home/ray/ado-ray", "/home/ray/studies", TOKEN_MOUNT}
     for key in ("head_setup_commands", "worker_setup_commands"):  # setup_commands merged in
         cmds = " ".join(cluster_config[key])
         assert "pip install" in cmds and "-e /home/ray/ado-ray" in cmds
@@ -143,8 +150,80 @@ def test_cluster_yaml_runs_the_pinned_ray_image_and_installs_this_checkout(clust
     assert (
         "--head" in head_start and "--autoscaling-config=~/ray_bootstrap_config.yaml" in head_start
     )
-    assert "--dashboard-host=0.0.0.0" in head_start
+    assert "--dashboard-host=127.0.0.1" in head_start
     assert "$RAY_HEAD_IP:6379" in " ".join(cluster_config["worker_start_ray_commands"])
+
+
+def _ray_start_commands(cluster_config: dict, key: str) -> list[str]:
+    cmds = [c for c in cluster_config[key] if "ray start" in c]
+    assert cmds, f"{key} starts no Ray"
+    return cmds
+
+
+def _docker_env(cluster_config: dict) -> dict[str, str]:
+    env = {}
+    for opt in cluster_config["docker"]["run_options"]:
+        parts = opt.split()
+        if parts[0] in ("--env", "-e"):
+            name, _, value = parts[1].partition("=")
+            env[name] = value
+    return env
+
+
+def test_cluster_yaml_turns_token_auth_on(cluster_config):
+    # `ray start` on the head and on every worker runs in token mode, so it refuses to start
+    # without the token (Ray 2.60 enables token auth on `ray start` only when told or when a
+    # token happens to exist).
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        for cmd in _ray_start_commands(cluster_config, key):
+            env_part = cmd.split("ray start")[0]
+            assert "RAY_AUTH_MODE=token" in env_part.split(), f"{key}: {cmd}"
+    # Every process in the container (job drivers, `ray exec ... 'ray status'`) too, reading
+    # the token from the file that file_mounts puts on each node.
+    env = _docker_env(cluster_config)
+    assert env.get("RAY_AUTH_MODE") == "token"
+    assert env.get("RAY_AUTH_TOKEN_PATH") == TOKEN_MOUNT
+    assert "RAY_AUTH_TOKEN" not in env  # never the token itself
+    assert TOKEN_MOUNT in cluster_config["file_mounts"]
+
+
+def test_cluster_yaml_keeps_the_token_out_of_the_repository(cluster_config):
+    source = cluster_config["file_mounts"][TOKEN_MOUNT]
+    assert source.startswith("~/"), "the token comes from the user's home, not the checkout"
+    local = Path(os.path.expanduser(source)).resolve()
+    assert ROOT not in local.parents and local != ROOT
+    text = CLUSTER_YAML.read_text()
+    assert not re.search(r"RAY_AUTH_TOKEN\s*=\s*[^\s$]", text.replace("RAY_AUTH_TOKEN_PATH", ""))
+    assert not re.search(r"\b[0-9a-f]{64}\b", text), "a token-like value in cluster.yaml"
+
+
+def test_cluster_yaml_dashboard_listens_on_loopback(cluster_config):
+    (head_start,) = _ray_start_commands(cluster_config, "head_start_ray_commands")
+    hosts = re.findall(r"--dashboard-host[= ](\S+)", head_start)
+    assert hosts == ["127.0.0.1"], "reach it through `ray dashboard cluster.yaml` (SSH tunnel)"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert "0.0.0.0" not in " ".join(cluster_config[key])
+    assert "ray dashboard cluster.yaml" in CLUSTER_YAML.read_text()
+
+
+def test_repository_holds_no_token_file():
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        pytest.skip("git is not available")
+    if out.returncode != 0:
+        pytest.skip("not a git checkout")
+    names = [Path(f).name.lower() for f in out.stdout.splitlines()]
+    assert not [n for n in names if re.search(r"auth[_-]?token", n)]
+    for path in (ROOT / "deploy").glob("*.y*ml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert (doc or {}).get("kind") != "Secret", f"{path}: create the Secret with kubectl"
 
 
 def test_head_runs_no_training_and_hosts_the_trial_drivers(cluster_config):
@@ -252,7 +331,6 @@ def test_rayjob_head_hosts_drivers_and_no_training(rayjob):
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]
     params = head["rayStartParams"]
     assert params["num-cpus"] == "0"
-    assert params["dashboard-host"] == "0.0.0.0"
     # KubeRay passes the value to `ray start --resources=...` as is: a quoted JSON object.
     resources = json.loads(json.loads(params["resources"]))
     assert resources[DRIVER_RESOURCE] >= 1
@@ -269,6 +347,51 @@ def test_rayjob_gpu_workers(rayjob):
         assert group["maxReplicas"] >= 1
         for c in _containers(group["template"]):
             assert int(c["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+
+
+def _auth_env_ok(container: dict) -> None:
+    env = {e["name"]: e for e in container.get("env") or []}
+    assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}, container["name"]
+    token = env["RAY_AUTH_TOKEN"]
+    assert "value" not in token, f"{container['name']}: the token belongs in the Secret"
+    assert token["valueFrom"]["secretKeyRef"] == {"name": TOKEN_SECRET, "key": "auth_token"}
+
+
+def test_rayjob_turns_token_auth_on_from_a_secret(rayjob):
+    spec = rayjob["spec"]
+    cluster = spec["rayClusterSpec"]
+    # KubeRay (v1.6+) injects the Secret's token into every Ray container and the submitter,
+    # and reads it to poll the job's status over the dashboard API.
+    assert cluster["authOptions"] == {"mode": "token", "secretName": TOKEN_SECRET}
+    containers = _containers(cluster["headGroupSpec"]["template"])
+    for group in cluster["workerGroupSpecs"]:
+        containers += _containers(group["template"])
+    assert spec["submissionMode"] == "K8sJobMode"  # the submitter template applies to it
+    submitter = spec["submitterPodTemplate"]["spec"]
+    assert submitter["restartPolicy"] == "Never"
+    containers.append(submitter["containers"][0])
+    for c in containers:
+        _auth_env_ok(c)
+    images = {c["image"] for c in containers}
+    assert len(images) == 1, f"the submitter runs the cluster's image: {images}"
+
+
+def test_rayjob_dashboard_is_not_exposed_beyond_the_cluster(rayjob):
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]
+    # The dashboard binds the pod's address (the submitter Job and the KubeRay operator reach
+    # the job API through the head Service), but nothing publishes it: the Service stays
+    # ClusterIP, no Ingress, no host port or host network; `kubectl port-forward` reaches it.
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP"
+    assert not head.get("enableIngress", False)
+    assert "headService" not in head
+    templates = [head["template"], rayjob["spec"]["submitterPodTemplate"]]
+    templates += [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:
+        assert not template["spec"].get("hostNetwork", False)
+        for c in _containers(template):
+            assert all("hostPort" not in p for p in c.get("ports", [])), c["name"]
+    assert "kubectl port-forward" in RAYJOB_YAML.read_text()
 
 
 @pytest.mark.parametrize("study", GPU_STUDIES)

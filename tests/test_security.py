@@ -29,6 +29,7 @@ except ImportError:  # tests/ imported as a package
     from tests import fixtures_results as fx
 
 RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+SHIP_ENV = "ADO_RAY_SHIP_WORKING_DIR"
 
 
 def _mode(path: Path) -> int:
@@ -56,7 +57,7 @@ def local_env(tmp_path, monkeypatch):
         "RAY_AUTH_TOKEN_PATH",
         "RAY_AUTH_TOKEN",
         RAY_CLUSTER_ENV,
-        runtime.SHIP_WORKING_DIR_ENV,
+        SHIP_ENV,
         "RAY_JOB_CONFIG_JSON_ENV_VAR",
     ):
         monkeypatch.delenv(var, raising=False)
@@ -274,9 +275,9 @@ def test_nothing_is_added_without_a_shadowing_copy(local_env):
 
 def test_shipping_the_working_directory_is_opt_in(local_env, monkeypatch):
     _fake_package(Path.cwd())
-    monkeypatch.setenv(runtime.SHIP_WORKING_DIR_ENV, "1")
+    monkeypatch.setenv(SHIP_ENV, "1")
     assert runtime.worker_runtime_env() == {"working_dir": os.getcwd()}
-    monkeypatch.setenv(runtime.SHIP_WORKING_DIR_ENV, "0")
+    monkeypatch.setenv(SHIP_ENV, "0")
     assert runtime.worker_runtime_env() == {"worker_process_setup_hook": runtime.PIN_HOOK}
     assert runtime.worker_runtime_env(ship_working_dir=True) == {"working_dir": os.getcwd()}
 
