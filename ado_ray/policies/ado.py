@@ -17,7 +17,9 @@ loss of the domains present). After warmup it fits a power law
     pibar(t+1) = (1 - 1/(t+2)) pibar(t) + rho / (t+2)                          [pibar = mu until the first fit]
 
 Time convention: ``observe(step=t, ...)`` records step t; ``weights()`` then
-returns the weights for step t + 1. Steps ``< warmup_steps`` use the prior
+returns the weights for step t + 1. The running average's step 1/(t+2) is the
+authors' ``1/(itr + 1)``: their ``itr`` is the step the weights are for, t + 1
+(``curr_dist(itr)`` in their ``AdoSelector``), so the clocks agree. Steps ``< warmup_steps`` use the prior
 exactly (bitwise). The refit runs synchronously inside ``observe``: first at
 the first step whose weights are past warmup and whose fit window
 (``ignore_steps`` onward, every ``subsample``-th step) holds at least
@@ -55,9 +57,10 @@ Where we differ from the authors' code (``AdoSelector`` in their release), and w
    prior has entries below ``delta_min`` (natural proportions often do), the
    authors' weights go below ``delta_min``. We start pibar at the floored prior,
    so the weights are always >= ``delta_min`` after warmup.
-7. **Credit form.** The paper uses ``lambda = h**s``; the authors'
-   code uses ``(h * (1 - h))**s``. Default ``h^s``; ``lambda_form="(h(1-h))^s"``
-   gives the code's.
+7. **Credit form.** The paper uses ``lambda = h**s``, and so does the authors'
+   code since their fix commit bc3d8d0 ("Fixing update rule to the correct
+   version": ``h**0.5``). Their first release used ``(h * (1 - h))**s``:
+   ``lambda_form="(h(1-h))^s"`` reproduces it. Default ``h^s``.
 8. **Count unit.** The authors' bounds assume n counts 1024-token sequences and
    hard-code that length. We count n in 1024-token units
    (``count_unit="tokens_1024"``: sequences * seq_len / 1024), which is the same
