@@ -192,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ValueError as exc:  # bad input: one clear line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
+        problems = getattr(exc, "errors", None) or [str(exc)]
+        where = f" ({exc.source})" if getattr(exc, "source", None) else ""
+        text = "; ".join(" ".join(p.split()) for p in problems)
+        print(f"error: {text}{where}", file=sys.stderr)
         return 2
 
 

@@ -297,7 +297,7 @@ def _check_search(c: _Checker, raw: Any) -> SearchSpec | None:
         else:
             v["arms"] = list(arms)
     if d.get("scheduler") is not None:
-        sd = c.mapping(d["scheduler"], p + "scheduler", _SCHEDULER_KEYS, required=("type",))
+        sd = c.mapping(d["scheduler"], p + "scheduler", _SCHEDULER_KEYS)
         if sd is _BAD:
             v["scheduler"] = _BAD
         else:
