@@ -386,3 +386,20 @@ def test_sweep_writes_results_resumes_and_analyzes(ray_cluster, tmp_path):
     report = analyze(results, out_dir=str(tmp_path / "analysis"))
     assert "uniform" in report.table.to_string()
     assert all(Path(p).stat().st_size > 0 for p in report.plots)
+
+
+def test_a_lost_worker_is_the_clusters_fault_not_the_trials():
+    import ray.exceptions
+
+    from ado_ray.distributed.trainer import is_infrastructure
+
+    class WorkerGroupError(Exception):  # Train V2's shape: failures by rank
+        def __init__(self, failures):
+            super().__init__("worker group failed")
+            self.worker_failures = failures
+
+    lost = WorkerGroupError({1: ray.exceptions.ActorDiedError()})
+    assert is_infrastructure(lost)
+    own = WorkerGroupError({0: ValueError("bad batch")})
+    assert not is_infrastructure(own)
+    assert is_infrastructure(ray.exceptions.NodeDiedError("node gone"))

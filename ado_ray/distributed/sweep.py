@@ -132,19 +132,24 @@ def _driver(
         record["status"] = "completed"
     except TrialFailed as exc:
         out, error = exc.partial, exc
-        record.update(status="failed", error=str(exc))
+        # A lost worker or node is not the trial's fault: --resume runs it again.
+        record.update(status="interrupted" if exc.infrastructure else "failed", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. the actor died: no history to keep
         # Not the trial's own failure: recorded, and run again (from its checkpoint) on resume.
         out, error = {}, exc
         record.update(status="interrupted", error=describe_failure(exc))
     resolved = dict(out.get("policy_options") or options)
+    metrics = {
+        k: v for k, v in (out.get("summary") or {}).items() if not isinstance(v, (dict, list))
+    }
+    if out.get("steps") and "steps" not in metrics:  # stopped early: what its history shows
+        done = len(out["steps"])
+        metrics.update(steps=done, tokens_seen=done * cfg.training.batch_size * int(out.get("seq_len") or 0))
     record.update(
         hparams=_hparams(policy, resolved),
         domains=out.get("domains"),
         finished_at=_now(),
-        metrics={
-            k: v for k, v in (out.get("summary") or {}).items() if not isinstance(v, (dict, list))
-        },
+        metrics=metrics,
     )
     writer = ResultsWriter(results_uri, study.name)
     writer.add_trial(record, out.get("steps"), out.get("evals"))

@@ -37,11 +37,14 @@ MIXTURE_FILE = "mixture.pt"
 
 
 class TrialFailed(RuntimeError):
-    """A trial that failed past its retries; ``partial`` holds the record it had so far."""
+    """A trial that failed past its retries; ``partial`` holds the record it had so far.
+    ``infrastructure``: the cause was a lost worker, actor or node, not the trial's own
+    error, so the trial is worth running again (from its checkpoint) on ``--resume``."""
 
-    def __init__(self, message: str, partial: dict[str, Any]):
+    def __init__(self, message: str, partial: dict[str, Any], infrastructure: bool = False):
         super().__init__(message)
         self.partial = partial
+        self.infrastructure = infrastructure
 
 
 DIVERGED = "diverged"  # the summary key a worker sets when the loss went non-finite
@@ -202,17 +205,20 @@ def run_trial(
     record = ray.get(actor.export.remote())
     record["domains"] = list(corpus.domains)
     record["entropy_rate"] = list(corpus.entropy_rate)
+    record["seq_len"] = int(corpus.seq_len)
     del actor  # the driver's handle was the actor's only owner: the actor goes with it
     if failure is not None:
-        raise TrialFailed(describe_failure(failure), record) from failure
+        raise TrialFailed(
+            describe_failure(failure), record, infrastructure=is_infrastructure(failure)
+        ) from failure
     diverged = (record.get("summary") or {}).pop(DIVERGED, None)
     if diverged is not None:
         raise TrialFailed(diverged, record)
     return record
 
 
-def describe_failure(exc: BaseException) -> str:
-    """The root cause of a Train failure, in one line: the failing worker's own exception.
+def root_cause(exc: BaseException) -> BaseException:
+    """The root cause of a Train failure: the failing worker's own exception.
 
     Train V2 raises ``WorkerGroupError`` (the workers' exceptions in ``worker_failures``, by
     rank) or ``ControllerError`` (``controller_failure``); a worker's exception arrives as a
@@ -229,6 +235,27 @@ def describe_failure(exc: BaseException) -> str:
         if nxt is None or nxt is cause:
             break
         cause = nxt
+    return cause
+
+
+#: Root causes that are the cluster's doing, not the trial's: a worker process or its node died.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    ray.exceptions.RayActorError,  # ActorDiedError, ActorUnavailableError
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.ObjectLostError,
+    ray.exceptions.OwnerDiedError,
+)
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """Whether a Train failure's root cause is a lost worker, actor or node."""
+    return isinstance(root_cause(exc), INFRASTRUCTURE_ERRORS)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The root cause of a Train failure, in one line (see :func:`root_cause`)."""
+    cause = root_cause(exc)
     text = str(cause).strip()
     head = text.splitlines()[0] if text else ""
     return f"{type(cause).__name__}: {head}" if head else type(cause).__name__
