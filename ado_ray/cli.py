@@ -52,22 +52,39 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     # Everything is checked before Ray (and its seconds of imports) is touched.
     checked = prepare_sweep(_load(args), args.storage, args.resume, args.address)
     from ado_ray.distributed.interrupts import StudyIncomplete, StudyInterrupted
+    from ado_ray.distributed.progress import CapturedOutput
     from ado_ray.distributed.sweep import run_sweep
 
-    try:
-        results = run_sweep(
-            checked.study,
-            address=args.address,
-            announce=lambda text: print(text, flush=True),
-            checked=checked,
-        )
-    except (StudyInterrupted, StudyIncomplete) as stopped:
-        _quiet_ray()
-        print(str(stopped), flush=True)  # the last line says what happened and what to do
-        return stopped.exit_code
-    _quiet_ray()
-    print(results, flush=True)  # the last line: where the results are
-    return 0
+    print(checked.plan.text(), flush=True)
+    log_path = _log_path(checked.results_uri, "sweep")
+    print(f"full log: {log_path}", flush=True)
+    with CapturedOutput(log_path, verbose=args.verbose) as captured:
+        try:
+            results = run_sweep(
+                checked.study,
+                address=args.address,
+                checked=checked,
+                progress_out=captured.terminal,
+            )
+            last, code = results, 0
+        except (StudyInterrupted, StudyIncomplete) as stopped:
+            last, code = str(stopped), stopped.exit_code
+        finally:
+            _quiet_ray()
+    print(last, flush=True)  # the last line: the results, or what happened and what to do
+    return code
+
+
+def _log_path(results_uri: str, command: str) -> str:
+    """Where a command's full log goes: under the results directory when it is local, else
+    under ./ado_ray_logs (an object store has no appendable files)."""
+    from ado_ray import storage
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if storage.scheme(results_uri) in ("", "file"):
+        root = storage.resolve(results_uri)[1]
+        return os.path.join(root, "logs", f"{command}-{stamp}.log")
+    return os.path.abspath(os.path.join("ado_ray_logs", f"{command}-{stamp}.log"))
 
 
 def _quiet_ray() -> None:
@@ -145,7 +162,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ado-ray", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ado-ray {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging; sweep also shows Ray's own tables and worker logs",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a study and print its plan; runs nothing")
@@ -163,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted study")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study field")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also show Ray's own tables and worker logs (they always go to the log file)",
+    )
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("train", help="run one trial of a study locally on Ray, for debugging")

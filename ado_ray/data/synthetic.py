@@ -64,7 +64,14 @@ BUILTIN_DOMAINS: dict[str, dict[str, Any]] = {
 DEFAULT_DOMAINS: tuple[str, ...] = ("markov1", "markov2", "copy", "zipf", "uniform")
 
 _KIND_PARAMS: dict[str, dict[str, Any]] = {
-    "markov": {"order": 1, "support": 4, "concentration": 1.0, "noise": 0.01},
+    "markov": {
+        "order": 1,
+        "support": 4,
+        "concentration": 1.0,
+        "noise": 0.01,
+        "table": None,
+        "private": 0.0,
+    },
     "copy": {"prefix_fraction": 0.5},
     "zipf": {"exponent": 1.1},
     "uniform": {},
@@ -224,6 +231,9 @@ class MarkovProcess(Process):
         support: int = 4,
         concentration: float = 1.0,
         noise: float = 0.01,
+        table: str | None = None,
+        private: float = 0.0,
+        table_rng: np.random.Generator | None = None,
     ):
         super().__init__(name, vocab_size, seq_len, rng)
         V = self.vocab_size
@@ -235,20 +245,38 @@ class MarkovProcess(Process):
             raise ValueError(f"domain {name!r}: markov concentration must be > 0")
         if not 0 <= noise <= 1:
             raise ValueError(f"domain {name!r}: markov noise must be in [0, 1], got {noise}")
+        if table is not None and not (isinstance(table, str) and table):
+            raise ValueError(f"domain {name!r}: markov table must be a domain name, got {table!r}")
+        if not (isinstance(private, (int, float)) and 0 <= private <= 1):
+            raise ValueError(f"domain {name!r}: markov private must be in [0, 1], got {private}")
+        own_table = table is None or table == name
+        if private > 0 and own_table:
+            raise ValueError(
+                f"domain {name!r}: markov private > 0 needs a 'table' (another domain's name)"
+            )
         self.order, self.support = int(order), int(support)
         self.concentration, self.noise = float(concentration), float(noise)
+        self.table, self.private = (None if own_table else table), float(private)
         k, S = self.order, self.support
         if V**k > MAX_CONTEXTS:
             raise ValueError(
                 f"domain {name!r}: vocab_size**order = {V}**{k} contexts exceeds {MAX_CONTEXTS}"
             )
         C = self.num_contexts = V**k
-        self.succ = self._distinct_successors(rng, C, V, S)
-        g = rng.standard_gamma(self.concentration, size=(C, S))
-        sums = g.sum(axis=1, keepdims=True)
-        bad = sums[:, 0] <= 0
-        g[bad], sums[bad] = 1.0, S
-        self.q = g / sums  # sparse part of each row
+        if self.table is None:
+            self.succ, self.q = self._draw_table(rng, C, V, S, self.concentration)
+        else:
+            # The table of domain `table` (drawn from that domain's process stream, so equal to
+            # its table when order, support and concentration match), with a `private` fraction
+            # of its rows replaced by rows of this domain's own table.
+            if table_rng is None:
+                raise ValueError(f"domain {name!r}: a shared markov table needs table_rng")
+            self.succ, self.q = self._draw_table(table_rng, C, V, S, self.concentration)
+            n_own = int(round(self.private * C))
+            if n_own:
+                own_succ, own_q = self._draw_table(rng, C, V, S, self.concentration)
+                rows = rng.permutation(C)[:n_own]
+                self.succ[rows], self.q[rows] = own_succ[rows], own_q[rows]
         self.cdf = np.cumsum(self.q, axis=1)
         self.cdf[:, -1] = 1.0
         eps = self.noise
@@ -262,6 +290,17 @@ class MarkovProcess(Process):
         self.p0_cdf = np.cumsum(self.p0)
         self.p0_cdf[-1] = 1.0
         self._pos_entropy: np.ndarray | None = None
+
+    @classmethod
+    def _draw_table(cls, rng, C, V, S, concentration):
+        """Sparse transition table: ``S`` distinct successors per context and their
+        Dirichlet(``concentration``) probabilities, shapes ``[C, S]``."""
+        succ = cls._distinct_successors(rng, C, V, S)
+        g = rng.standard_gamma(concentration, size=(C, S))
+        sums = g.sum(axis=1, keepdims=True)
+        bad = sums[:, 0] <= 0
+        g[bad], sums[bad] = 1.0, S
+        return succ, g / sums
 
     @staticmethod
     def _distinct_successors(rng, C, V, S):
@@ -423,7 +462,12 @@ def build_process(
 ) -> Process:
     """The generative process of one synthetic domain (same as inside ``load_corpus``)."""
     name, kind, params = normalize_domain_spec(spec)
-    return _KIND_CLASSES[kind](name, vocab_size, seq_len, _rng(seed, name, _PROCESS), **params)
+    extra = {}
+    if kind == "markov" and isinstance(params.get("table"), str) and params["table"] != name:
+        extra["table_rng"] = _rng(seed, params["table"], _PROCESS)
+    return _KIND_CLASSES[kind](
+        name, vocab_size, seq_len, _rng(seed, name, _PROCESS), **params, **extra
+    )
 
 
 def loss_floor(

@@ -24,7 +24,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import ray
@@ -33,6 +33,7 @@ from ray import tune
 from ado_ray import __version__, storage
 from ado_ray.distributed import placement
 from ado_ray.distributed.interrupts import StopSignals, StudyIncomplete
+from ado_ray.distributed.progress import StudyProgress
 from ado_ray.distributed.runtime import init_ray
 from ado_ray.distributed.trainer import (
     Placement,
@@ -202,9 +203,50 @@ class _SearchSpace:
         return {**self.__dict__, "_study": None}
 
 
+class TrialNamer:
+    """Tune trial names and directories that say what runs: ``phase-label-config-s<seed>``
+    (a search trial adds Tune's trial id, which its results ``trial_id`` also carries). A class,
+    not a closure: Tune pickles it into the experiment checkpoint."""
+
+    def __init__(self, study_dict: dict[str, Any]):
+        self.study_dict = study_dict
+        self._study: Study | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"study_dict": self.study_dict, "_study": None}
+
+    def describe(self, config: dict[str, Any]) -> tuple[str, str, int | None]:
+        """(phase, ``label#config s<seed>``, steps or None for the study's budget)."""
+        if self._study is None:
+            self._study = load_study(self.study_dict)
+        spec = config.get("spec", config)
+        phase, label, seed = spec.get("phase", "?"), spec.get("arm", "?"), spec.get("seed")
+        if phase == "search" and label in self._study.arms:
+            sampled = {k: spec[k] for k in self._study.search_space(label) if k in spec}
+            options = self._study.arm_options(label, sampled)
+        else:
+            options = spec.get("options") or {}
+        policy = _policy_of(self._study, label, spec) if label in self._study.arms or spec.get(
+            "policy"
+        ) else "fixed"
+        cid = config_id(label, _hparams(policy, options))[:6]
+        return phase, f"{label}#{cid} s{seed}", spec.get("steps")
+
+    def __call__(self, trial: Any) -> str:
+        phase, text, _ = self.describe(trial.config or {})
+        label, rest = text.split("#", 1)
+        cid, seed = rest.split(" ")
+        name = f"{phase}-{label}-{cid}-{seed}"
+        return f"{name}-{trial.trial_id}" if phase == "search" else name
+
+
 def _trial_dirname(trial: Any) -> str:
-    # Short, deterministic trial directories (Optuna configs make Tune's default ~200 chars).
-    return trial.trial_id
+    # Tune's default from Optuna configs grows to ~200 characters; the search keeps Tune's id.
+    cfg = trial.config or {}
+    spec = cfg.get("spec", cfg)
+    if spec.get("trial_name"):
+        return spec["trial_name"]
+    return f"search-{spec.get('arm', 'arm')}-{trial.trial_id}"
 
 
 def _sampler(study: Study) -> Any:
@@ -224,12 +266,13 @@ def _sampler(study: Study) -> Any:
     )
 
 
-def _tune_run_config(name: str, ray_storage: str) -> tune.RunConfig:
+def _tune_run_config(name: str, ray_storage: str, callbacks: list[Any]) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
         storage_path=ray_storage,
         failure_config=tune.FailureConfig(max_failures=0),  # Train retries; a failure is final
-        verbose=1,
+        verbose=0,  # the progress lines (ado_ray.distributed.progress) say what runs
+        callbacks=callbacks,
     )
 
 
@@ -253,6 +296,7 @@ def _run_search(
     conc: int,
     resume: bool,
     stop: StopSignals,
+    callbacks: list[Any],
 ) -> None:
     """Arm ``label``'s search: its own Optuna study and Tune experiment (``search-<label>``).
     Interrupted (``stop``), it marks nothing done and records nothing: ``--resume`` restores
@@ -296,9 +340,10 @@ def _run_search(
                 scheduler=scheduler,
                 num_samples=study.num_samples(label),
                 max_concurrent_trials=conc,
+                trial_name_creator=TrialNamer(study.to_dict()),
                 trial_dirname_creator=_trial_dirname,
             ),
-            run_config=_tune_run_config(f"search-{label}", ray_storage),
+            run_config=_tune_run_config(f"search-{label}", ray_storage, callbacks),
         )
     grid = tuner.fit()
     if stop.received is not None:
@@ -324,10 +369,10 @@ def _record_stopped(
     for result in grid:
         cfg = result.config or {}
         if phase == "search":
-            trial_id = result.path.rstrip("/").rsplit("/", 1)[-1] if result.path else None
-            if trial_id is None or label is None:
+            name = result.path.rstrip("/").rsplit("/", 1)[-1] if result.path else None
+            if name is None or label is None:
                 continue
-            name, arm, seed = f"search-{label}-{trial_id}", label, cfg.get("seed")
+            arm, seed = label, cfg.get("seed")
             sampled = {k: cfg[k] for k in study.search_space(label) if k in cfg}
             options = study.arm_options(label, sampled)
             policy = study.arm(label).policy
@@ -417,6 +462,7 @@ def _run_grid(
     specs: list[dict[str, Any]],
     phase: str,
     stop: StopSignals,
+    callbacks: list[Any],
 ) -> None:
     """Run fixed trial ``specs`` (a grid: no search) as one Tune experiment of ``phase``."""
     attempt = sum(1 for n in storage.listdir(ray_storage) if n.startswith(phase))
@@ -424,9 +470,11 @@ def _run_grid(
         _trainable(study, results_uri, ray_storage),
         param_space={"spec": tune.grid_search(specs)},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=conc, trial_dirname_creator=_trial_dirname
+            max_concurrent_trials=conc,
+            trial_name_creator=TrialNamer(study.to_dict()),
+            trial_dirname_creator=_trial_dirname,
         ),
-        run_config=_tune_run_config(f"{phase}-{attempt}", ray_storage),
+        run_config=_tune_run_config(f"{phase}-{attempt}", ray_storage, callbacks),
     )
     grid = tuner.fit()
     if stop.received is None:
@@ -528,13 +576,15 @@ def run_sweep(
     address: str | None = None,
     announce: Callable[[str], None] | None = None,
     checked: SweepPreflight | None = None,
+    progress_out: IO[str] | None = None,
 ) -> str:
     """Run (or, with ``resume``, continue) a whole study; returns its results URI.
 
     Everything is checked before Ray starts (:func:`~ado_ray.preflight.prepare_sweep`; pass its
     result as ``checked`` when the caller already ran it). ``announce`` is given the study's plan
     (text) once it is checked. Raises :class:`StudyInterrupted` on a signal and
-    :class:`StudyIncomplete` when some planned trials did not finish."""
+    :class:`StudyIncomplete` when some planned trials did not finish. ``progress_out``: where
+    the progress lines go (see :mod:`ado_ray.distributed.progress`); None shows none."""
     if checked is None:
         checked = prepare_sweep(load_study(study), storage_uri, resume, address)
     study, results_uri = checked.study, checked.results_uri
@@ -577,6 +627,41 @@ def run_sweep(
     )
     ray_storage = storage.join(results_uri, "ray")
     planned: list[str] = []
+    callbacks: list[Any] = []
+    progress = None
+    if progress_out is not None:
+        per_phase: dict[str, int] = {}
+        for p in checked.plan.phases:
+            per_phase[p.phase] = per_phase.get(p.phase, 0) + p.trials
+        namer = TrialNamer(study.to_dict())
+
+        def describe(config: dict[str, Any]) -> tuple[str, str, int]:
+            phase, label, trial_steps = namer.describe(config)
+            return phase, label, int(trial_steps or steps)
+
+        progress = StudyProgress(per_phase, describe, study.metric, progress_out)
+        callbacks.append(progress)
+    try:
+        return _run_phases(
+            study, checked, results_uri, ray_storage, writer, conc, resume, callbacks, planned
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _run_phases(
+    study: Study,
+    checked: SweepPreflight,
+    results_uri: str,
+    ray_storage: str,
+    writer: ResultsWriter,
+    conc: int,
+    resume: bool,
+    callbacks: list[Any],
+    planned: list[str],
+) -> str:
+    corpus, steps = checked.corpus, checked.steps
     with StopSignals() as stop:
         swarm = None
         if study.swarm is not None:
@@ -584,20 +669,22 @@ def run_sweep(
             planned += [sp["trial_name"] for sp in specs]
             todo = _pending(specs, writer.finished_trial_ids())
             if todo:
-                _run_grid(study, results_uri, ray_storage, conc, todo, "swarm", stop)
+                _run_grid(study, results_uri, ray_storage, conc, todo, "swarm", stop, callbacks)
                 writer.merge()
                 stop.check(results_uri)
             swarm = fit_swarm_results(study, results_uri, corpus)
         for label in study.searched_arms():
             if not storage.exists(storage.join(results_uri, _search_done(label))):
-                _run_search(study, label, results_uri, ray_storage, steps, conc, resume, stop)
+                _run_search(
+                    study, label, results_uri, ray_storage, steps, conc, resume, stop, callbacks
+                )
                 writer.merge()
                 stop.check(results_uri)
         specs = _confirm_specs(study, steps, best_configs(study, results_uri), swarm)
         planned += [sp["trial_name"] for sp in specs]
         todo = _pending(specs, writer.finished_trial_ids())
         if todo:
-            _run_grid(study, results_uri, ray_storage, conc, todo, "confirm", stop)
+            _run_grid(study, results_uri, ray_storage, conc, todo, "confirm", stop, callbacks)
         else:
             log.info("confirm phase: every trial is already recorded")
         writer.merge()
