@@ -1,13 +1,22 @@
-"""Training throughput figures, printed as JSON. No asserts on wall time.
+"""Training throughput figures; the last line printed is one JSON object. No asserts on time.
 
-- ``ray_vs_plain``: steps/s of the loop under Ray Train (1 worker, the mixture actor) over the
-  same loop in plain PyTorch in this process (target >= 0.95);
-- ``ado_vs_uniform``: steps/s with the ADO policy over the uniform policy, both under Ray
-  (target >= 0.99 when a step takes >= 100 ms, as on a GPU);
-- ``tiny_cpu_tokens_per_s``: the tiny preset's training tokens/s on CPU (plain loop);
-- on CUDA (``--gpu``): GPT-2 small tokens/s and MFU in bf16, optionally with torch.compile.
+CPU (default): ``--reps`` repetitions (at least 5), each running, in alternation, the plain loop
+(uniform), and under Ray Train (1 worker, the mixture actor) the uniform, ADO, ODM and Aioli
+policies. Reported as medians with [min, max] spreads over the repetitions:
 
-Usage: python benchmarks/train_bench.py [--steps 60] [--gpu] [--compile]
+- ``ray_vs_plain``: steady-state steps/s under Ray over the plain loop (target >= 0.95);
+- ``<policy>_vs_uniform``: steady-state steps/s of each adaptive policy over uniform, both under
+  Ray (targets: ADO >= 0.98; ODM and Aioli within 1%);
+- steady state: between the first evaluation (after ``--warmup`` steps) and the last, from the
+  training time each evaluation records, so start-up, compilation and evaluation are excluded;
+- ``fixed_overhead_s``: a Ray trial's wall time in the driver minus its own training and
+  evaluation time: worker group, actor, process group, checkpoints and reports (target <= 8 s);
+- ``trials_per_minute``: Ray trials of this size finished per minute, one at a time;
+- ``tiny_cpu_tokens_per_s``: the tiny preset's training tokens/s in the plain loop.
+
+On CUDA (``--gpu``): GPT-2 small tokens/s and MFU in bf16, optionally with torch.compile.
+
+Usage: python benchmarks/train_bench.py [--steps 80] [--warmup 20] [--reps 5] [--gpu] [--compile]
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 
@@ -40,12 +50,27 @@ ADO = {
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100 SXM
 
 
-def steps_per_second(record: dict) -> float:
-    s = record["summary"]
-    return s["steps"] / (s["wall_seconds"] - s["time_eval_s"])
+def steady_steps_per_second(record: dict) -> float:
+    """Steps/s between the first evaluation after step 0 and the last one (training time)."""
+    evals = sorted(record["evals"], key=lambda e: e["step"])
+    first = next(e for e in evals if e["step"] > 0)
+    last = evals[-1]
+    return (last["step"] - first["step"]) / (last["train_wall_s"] - first["train_wall_s"])
 
 
-def cpu_figures(steps: int) -> dict:
+def _spread(values: list[float]) -> dict:
+    return {
+        "median": round(statistics.median(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+    }
+
+
+POLICIES = {"uniform": {}, "ado": ADO, "odm": {}, "aioli": {"lp_rounds": 1, "lp_steps": 2,
+                                                             "mix_steps": 20, "signal": "train"}}
+
+
+def cpu_figures(steps: int, warmup: int, reps: int) -> dict:
     import ray
 
     from ado_ray.distributed.runtime import init_ray
@@ -54,38 +79,59 @@ def cpu_figures(steps: int) -> dict:
     data = {"seq_len": 128, "sequences_per_domain": 2000, "val_sequences_per_domain": 16}
     corpus = load_corpus("synthetic", **data)
 
-    def config(policy: str, options: dict | None = None) -> TrainConfig:
+    def config(policy: str) -> TrainConfig:
         return TrainConfig(
             data=DataSpec("synthetic", dict(data)),
             training=TrainingSpec(
                 budget={"steps": steps},
                 batch_size=16,
-                eval_interval=10_000,
+                eval_interval=warmup,  # evaluations mark the steady-state window
                 eval_sequences=8,
-                checkpoint_interval=10_000,
+                checkpoint_interval=steps,
             ),
             policy=policy,
-            policy_options=dict(options or {}),
+            policy_options=dict(POLICIES[policy]),
         )
 
     torch.set_num_threads(1)  # Ray workers get one thread per CPU; compare like for like
-    plain = run_training(config("uniform"), corpus)
     init_ray(num_cpus=2)
+    plain_rates: list[float] = []
+    plain_tps: list[float] = []
+    rates: dict[str, list[float]] = {p: [] for p in POLICIES}
+    overhead: list[float] = []
+    walls: list[float] = []
     # A fresh storage path: Ray Train restores a run found under the same name and path.
     with tempfile.TemporaryDirectory(prefix="ado-bench-") as store:
-        ray_uniform = run_trial(config("uniform"), "bench-uniform", store, Placement())
-        ray_ado = run_trial(config("ado", ADO), "bench-ado", store, Placement())
+        for rep in range(reps):  # interleaved: every variant sees the same machine drift
+            plain = run_training(config("uniform"), corpus)
+            plain_rates.append(steady_steps_per_second(plain))
+            plain_tps.append(plain["summary"]["tokens_per_second"])
+            for policy in POLICIES:
+                t0 = time.perf_counter()
+                rec = run_trial(config(policy), f"bench-{policy}-{rep}", store, Placement())
+                wall = time.perf_counter() - t0
+                s = rec["summary"]
+                rates[policy].append(steady_steps_per_second(rec))
+                overhead.append(wall - s["wall_seconds"])
+                walls.append(wall)
     ray.shutdown()
-    step_ms = 1000 / steps_per_second(plain)
-    return {
-        "tiny_step_ms_cpu": round(step_ms, 2),
-        "tiny_cpu_tokens_per_s": round(plain["summary"]["tokens_per_second"]),
-        "ray_vs_plain": round(steps_per_second(ray_uniform) / steps_per_second(plain), 4),
-        "ado_vs_uniform": round(steps_per_second(ray_ado) / steps_per_second(ray_uniform), 4),
-        "ado_policy_wait_s": round(ray_ado["summary"]["time_policy_wait_s"], 3),
-        "uniform_policy_wait_s": round(ray_uniform["summary"]["time_policy_wait_s"], 3),
+    uni = rates["uniform"]
+    out = {
         "steps": steps,
+        "warmup": warmup,
+        "reps": reps,
+        "tiny_step_ms_cpu": round(1000 / statistics.median(plain_rates), 2),
+        "tiny_cpu_tokens_per_s": round(statistics.median(plain_tps)),
+        "ray_vs_plain": _spread([u / p for u, p in zip(uni, plain_rates)]),
+        "fixed_overhead_s": _spread(overhead),
+        "trials_per_minute": round(60 / statistics.median(walls), 2),
     }
+    for policy in POLICIES:
+        if policy != "uniform":
+            out[f"{policy}_vs_uniform"] = _spread(
+                [r / u for r, u in zip(rates[policy], uni)]
+            )
+    return out
 
 
 def gpu_figures(steps: int, compile_model: bool) -> dict:
@@ -125,7 +171,9 @@ def gpu_figures(steps: int, compile_model: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
@@ -133,8 +181,8 @@ def main() -> None:
     if args.gpu:
         out.update(gpu_figures(args.steps, args.compile))
     else:
-        out.update(cpu_figures(args.steps))
-    print(json.dumps(out, indent=2))
+        out.update(cpu_figures(args.steps, args.warmup, args.reps))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -445,6 +445,7 @@ def _evaluate(run: _Run, st: TrainState, replay: bool = False) -> dict[str, Any]
                 "tokens_seen": st.tokens_seen,
                 "val_loss": val.tolist(),
                 "entropy_rate": run.entropy,
+                "train_wall_s": st.timing["wall"],  # training time so far: rates between evals
             }
         )
     st.last_eval = {"val_loss": val, **aggregate(val, run.natural, run.entropy)}
