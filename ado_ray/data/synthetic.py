@@ -53,6 +53,21 @@ import numpy as np
 from .corpus import Corpus, SourceSpec, register_source
 
 BUILTIN_DOMAINS: dict[str, dict[str, Any]] = {
+    # The default testbed (DEFAULT_DOMAINS).
+    "fast": {"kind": "markov", "order": 1, "support": 1, "noise": 0.05},
+    "slow": {"kind": "markov", "order": 1, "support": 12, "concentration": 1.0, "noise": 0.01},
+    "shared_a": {"kind": "markov", "order": 1, "support": 6, "concentration": 1.0, "noise": 0.01},
+    "shared_b": {
+        "kind": "markov",
+        "order": 1,
+        "support": 6,
+        "concentration": 1.0,
+        "noise": 0.2,
+        "table": "shared_a",
+        "private": 0.25,
+    },
+    "noise": {"kind": "uniform"},
+    # The classic set (CLASSIC_DOMAINS) and markov3.
     "markov1": {"kind": "markov", "order": 1, "support": 3, "concentration": 0.5, "noise": 0.01},
     "markov2": {"kind": "markov", "order": 2, "support": 4, "concentration": 1.0, "noise": 0.01},
     "markov3": {"kind": "markov", "order": 3, "support": 4, "concentration": 1.0, "noise": 0.01},
@@ -61,7 +76,10 @@ BUILTIN_DOMAINS: dict[str, dict[str, Any]] = {
     "uniform": {"kind": "uniform"},
 }
 
-DEFAULT_DOMAINS: tuple[str, ...] = ("markov1", "markov2", "copy", "zipf", "uniform")
+DEFAULT_DOMAINS: tuple[str, ...] = ("fast", "slow", "shared_a", "shared_b", "noise")
+CLASSIC_DOMAINS: tuple[str, ...] = ("markov1", "markov2", "copy", "zipf", "uniform")
+# Named domain lists that the ``domains`` option accepts in place of a list.
+DOMAIN_SETS: dict[str, tuple[str, ...]] = {"default": DEFAULT_DOMAINS, "classic": CLASSIC_DOMAINS}
 
 _KIND_PARAMS: dict[str, dict[str, Any]] = {
     "markov": {
@@ -506,7 +524,7 @@ def build_synthetic(
     *,
     vocab_size: int = 64,
     seq_len: int = 128,
-    domains: list[str | dict[str, Any]] | None = None,
+    domains: str | list[str | dict[str, Any]] | None = None,
     sequences_per_domain: int | list[int] = 2048,
     val_sequences_per_domain: int = 256,
     domain_sizes: list[float] | None = None,
@@ -524,7 +542,16 @@ def build_synthetic(
         raise ValueError(f"seq_len must be an integer >= 2, got {seq_len!r}")
     if int(val_sequences_per_domain) != val_sequences_per_domain or val_sequences_per_domain < 1:
         raise ValueError(f"val_sequences_per_domain must be >= 1, got {val_sequences_per_domain}")
-    specs = list(DEFAULT_DOMAINS if domains is None else domains)
+    if domains is None:
+        domains = "default"
+    if isinstance(domains, str):
+        if domains not in DOMAIN_SETS:
+            raise ValueError(
+                f"unknown synthetic domain set {domains!r}; named sets: {sorted(DOMAIN_SETS)} "
+                "(or give a list of domain names and dicts)"
+            )
+        domains = list(DOMAIN_SETS[domains])
+    specs = list(domains)
     if not specs:
         raise ValueError("domains must name at least one synthetic domain")
     procs = [build_process(s, vocab_size, seq_len, seed) for s in specs]

@@ -148,11 +148,32 @@ def sequence_losses(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Te
     return per_token.view(targets.shape).mean(dim=1)
 
 
-def _autocast(device: torch.device, precision: str):
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+@dataclass(frozen=True)
+class DevicePlan:
+    """Every device-specific choice of the loop, made in one place (:func:`device_plan`), so
+    that the CPU tests exercise all the rest of the code the GPU runs."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # None: full fp32
+    fused_adamw: bool  # the fused CUDA AdamW kernel; foreach on CPU
+    cuda_rng: bool  # save and restore the device's RNG (dropout on the GPU)
+
+    def autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+
+def device_plan(device: torch.device, precision: str) -> DevicePlan:
+    """``precision``: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``bf16`` (autocast on
+    any device, CPU included) or ``fp32``."""
+    cuda = device.type == "cuda"
+    bf16 = precision == "bf16" or (precision == "auto" and cuda)
+    return DevicePlan(device, torch.bfloat16 if bf16 else None, fused_adamw=cuda, cuda_rng=cuda)
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    return device_plan(device, precision).autocast()
 
 
 @torch.no_grad()
@@ -273,7 +294,8 @@ def _build(
         _decay_groups(raw_model, tr.weight_decay),
         lr=tr.lr,
         betas=(float(tr.betas[0]), float(tr.betas[1])),
-        fused=device.type == "cuda",
+        fused=device_plan(device, tr.precision).fused_adamw,
+        foreach=None if device_plan(device, tr.precision).fused_adamw else True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(tr.warmup_steps(total_steps), total_steps, tr.min_lr_ratio)
@@ -335,7 +357,7 @@ def _start(run: _Run) -> TrainState:
         run.scheduler.load_state_dict(saved["scheduler"])
         run.sampler.load_state_dict(saved["sampler"])
         torch.set_rng_state(saved["torch_rng"])
-        if run.device.type == "cuda" and saved.get("cuda_rng") is not None:
+        if device_plan(run.device, "auto").cuda_rng and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"], run.device)  # dropout draws on the GPU
         if run.lead and saved.get("mixture") is not None:
             run.mixture.load_state_dict(saved["mixture"])
@@ -467,7 +489,7 @@ def _checkpoint(run: _Run, st: TrainState) -> dict[str, Any]:
         "scheduler": run.scheduler.state_dict(),
         "sampler": run.sampler.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "cuda_rng": torch.cuda.get_rng_state(device) if device_plan(device, "auto").cuda_rng else None,
         "mixture": run.mixture.state_dict(),
         "config": run.cfg.to_dict(),
     }
