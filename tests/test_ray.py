@@ -223,12 +223,14 @@ def test_stopped_trials_are_recorded_with_their_checkpointed_history(tmp_path):
     sampled = {"gamma1": 0.2, "s": 0.3, "seed": 5, "phase": "search", "arm": "ado"}
     grid = [
         SimpleNamespace(
-            path=f"{ray_storage}/search/aaa",
+            path=f"{ray_storage}/search-ado/search-ado-aaa",
             config=sampled,
             error=None,
             metrics={"val_loss_balanced": 1.4, "eval_round": 1},
         ),
-        SimpleNamespace(path=f"{ray_storage}/search/bbb", config=sampled, error=None, metrics={}),
+        SimpleNamespace(
+            path=f"{ray_storage}/search-ado/search-ado-bbb", config=sampled, error=None, metrics={}
+        ),
     ]
     _record_stopped(study, uri, ray_storage, grid, "search", label="ado")
     # A confirm trial whose driver died (no record of its own), and one that finished.

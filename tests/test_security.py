@@ -151,7 +151,12 @@ def test_joining_a_cluster_changes_nothing_there(local_env, monkeypatch):
     monkeypatch.setattr(ray, "init", fake)
     runtime.init_ray("10.0.0.1:6379")
     (call,) = fake.calls
-    assert call["kwargs"] == {"address": "10.0.0.1:6379", "log_to_driver": True}
+    assert call["kwargs"] == {
+        "address": "10.0.0.1:6379",
+        "log_to_driver": True,
+        # the job's own environment: how often Train's controller polls (not a cluster setting)
+        "runtime_env": {"env_vars": {runtime.TRAIN_POLL_ENV: runtime.TRAIN_POLL_S}},
+    }
     assert call["env"] is None
     assert _mode(token) == 0o644  # joining never touches the user's token
 
@@ -265,8 +270,9 @@ def test_workers_import_the_installed_package_by_default(local_env, monkeypatch)
     runtime.init_ray(num_cpus=1)
     runtime.init_ray("auto")
     for call in fake.calls:
-        assert call["kwargs"]["runtime_env"] == {"worker_process_setup_hook": runtime.PIN_HOOK}
-        assert "working_dir" not in call["kwargs"]["runtime_env"]
+        env = dict(call["kwargs"]["runtime_env"])
+        env.pop("env_vars", None)  # on a cluster, the Train poll interval rides along
+        assert env == {"worker_process_setup_hook": runtime.PIN_HOOK}
 
 
 def test_nothing_is_added_without_a_shadowing_copy(local_env):

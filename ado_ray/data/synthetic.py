@@ -95,6 +95,9 @@ _KIND_PARAMS: dict[str, dict[str, Any]] = {
     "uniform": {},
 }
 
+# Parameters every kind accepts.
+_COMMON_PARAMS: dict[str, Any] = {"tokens": None}
+
 # Largest number of contexts (V ** order) a markov domain may have.
 MAX_CONTEXTS = 1 << 22
 
@@ -428,6 +431,50 @@ class MarkovProcess(Process):
         return out
 
 
+class SubVocabProcess(Process):
+    """A process confined to the token range ``[start, start + inner.vocab_size)``.
+
+    ``inner`` is built over its own ``stop - start`` tokens (so its entropies are unchanged);
+    its tokens are shifted by ``start``. Other attributes are the inner process's.
+    """
+
+    def __init__(self, inner: Process, start: int, vocab_size: int):
+        self.inner, self.start = inner, int(start)
+        self.name, self.kind, self.seq_len = inner.name, inner.kind, inner.seq_len
+        self.vocab_size = int(vocab_size)
+        self.dtype = token_dtype(self.vocab_size)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr == "inner":  # not set yet (e.g. while unpickling)
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.inner.vocab_size
+
+    def sample(self, n, rng):
+        out = self.inner.sample(n, rng).astype(self.dtype)
+        out += self.dtype.type(self.start)
+        return out
+
+    def position_entropy(self):
+        return self.inner.position_entropy()
+
+    def nll(self, seqs):
+        seqs = np.asarray(seqs, dtype=np.int64)
+        local = seqs - self.start
+        outside = (local < 0) | (local >= self.inner.vocab_size)
+        out = self.inner.nll(np.clip(local, 0, self.inner.vocab_size - 1))
+        out[outside[:, 1:]] = np.inf  # a token outside the range is impossible
+        out[outside[:, 0]] = np.inf
+        return out
+
+    @property
+    def asymptotic_rate(self):
+        return self.inner.asymptotic_rate
+
+
 _KIND_CLASSES: dict[str, type[Process]] = {
     "markov": MarkovProcess,
     "copy": CopyProcess,
@@ -445,7 +492,8 @@ def normalize_domain_spec(spec: str | dict[str, Any]) -> tuple[str, str, dict[st
                 f"(or give a dict with 'kind' in {sorted(_KIND_CLASSES)})"
             )
         params = dict(BUILTIN_DOMAINS[spec])
-        return spec, params.pop("kind"), params
+        kind = params.pop("kind")
+        return spec, kind, {**_KIND_PARAMS[kind], **_COMMON_PARAMS, **params}
     if not isinstance(spec, dict):
         raise ValueError(f"a synthetic domain must be a name or a dict, got {spec!r}")
     params = dict(spec)
@@ -462,13 +510,14 @@ def normalize_domain_spec(spec: str | dict[str, Any]) -> tuple[str, str, dict[st
     name = params.pop("name", None) or (
         spec.get("kind") if isinstance(spec.get("kind"), str) else kind
     )
-    unknown = sorted(set(params) - set(_KIND_PARAMS[kind]))
+    allowed = {**_KIND_PARAMS[kind], **_COMMON_PARAMS}
+    unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(
             f"synthetic domain {name!r}: unknown parameter(s) {unknown} for kind {kind!r}; "
-            f"allowed: {sorted(_KIND_PARAMS[kind])}"
+            f"allowed: {sorted(allowed)}"
         )
-    return str(name), kind, {**_KIND_PARAMS[kind], **params}
+    return str(name), kind, {**allowed, **params}
 
 
 def _rng(seed: int, name: str, purpose: int) -> np.random.Generator:
@@ -480,12 +529,33 @@ def build_process(
 ) -> Process:
     """The generative process of one synthetic domain (same as inside ``load_corpus``)."""
     name, kind, params = normalize_domain_spec(spec)
+    start, stop = _token_range(name, params.pop("tokens"), vocab_size)
     extra = {}
     if kind == "markov" and isinstance(params.get("table"), str) and params["table"] != name:
         extra["table_rng"] = _rng(seed, params["table"], _PROCESS)
-    return _KIND_CLASSES[kind](
-        name, vocab_size, seq_len, _rng(seed, name, _PROCESS), **params, **extra
+    proc = _KIND_CLASSES[kind](
+        name, stop - start, seq_len, _rng(seed, name, _PROCESS), **params, **extra
     )
+    if (start, stop) == (0, vocab_size):
+        return proc
+    return SubVocabProcess(proc, start, vocab_size)
+
+
+def _token_range(name: str, tokens: Any, vocab_size: int) -> tuple[int, int]:
+    """``(start, stop)`` of a domain's ``tokens`` option (None: the whole vocabulary)."""
+    if tokens is None:
+        return 0, int(vocab_size)
+    ok = (
+        isinstance(tokens, (list, tuple))
+        and len(tokens) == 2
+        and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tokens)
+    )
+    if not ok or not 0 <= tokens[0] < tokens[1] <= vocab_size:
+        raise ValueError(
+            f"domain {name!r}: tokens must be [start, stop) with 0 <= start < stop <= "
+            f"vocab_size = {vocab_size}, got {tokens!r}"
+        )
+    return int(tokens[0]), int(tokens[1])
 
 
 def loss_floor(

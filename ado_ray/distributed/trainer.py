@@ -27,6 +27,7 @@ import torch
 from ado_ray import storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed.actor import NAMESPACE, RayMixture, actor_name, create_mixture_actor
+from ado_ray.policies import register_policy, registered_policies
 from ado_ray.train.config import TrainConfig
 from ado_ray.train.loop import Runtime, resolve_policy_options, run_training
 from ado_ray.train.mixture import history_from_state
@@ -94,6 +95,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The function every Ray Train worker runs."""
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    for name, cls in (config.get("policies") or {}).items():  # the driver's registrations
+        register_policy(name, cls, replace=True)
     cfg = TrainConfig.from_dict(config["train"])
     actor = ray.get_actor(config["actor_name"], namespace=NAMESPACE)
     state = _load_state(ray.train.get_checkpoint())
@@ -183,6 +186,9 @@ def run_trial(
         train_loop_config={
             "train": cfg.to_dict(),
             "actor_name": actor_name(trial_name),
+            # A policy registered in this process only (not installed) must reach the workers,
+            # which ask it for their sampler and evaluation schedule.
+            "policies": {n: c for n, c in registered_policies().items() if n == cfg.policy},
             "crash_at_step": crash_at_step,
             "crash_marker": crash_marker,
             "trace_dir": trace_dir,

@@ -26,6 +26,7 @@ import contextlib
 import io
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from ado_ray.policies import MixturePolicy, complete_options, make_policy, polic
 from ado_ray.train.config import TrainConfig
 from ado_ray.train.metrics import aggregate
 from ado_ray.train.mixture import LocalMixture, MixtureClient, MixtureController
-from ado_ray.train.model import build_model
+from ado_ray.train.model import build_model, flops_per_token
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,20 @@ class DevicePlan:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+
+#: Dense bf16 tensor-core peaks (FLOP/s) by device name, for MFU; ADO_RAY_PEAK_FLOPS overrides.
+PEAK_BF16_FLOPS: dict[str, float] = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak, or None where unknown (CPUs, unlisted GPUs)."""
+    if os.environ.get("ADO_RAY_PEAK_FLOPS"):
+        return float(os.environ["ADO_RAY_PEAK_FLOPS"])
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
 def device_plan(device: torch.device, precision: str) -> DevicePlan:
@@ -522,9 +537,16 @@ def _report(run: _Run, st: TrainState, with_checkpoint: bool) -> None:
 def _summary(run: _Run, st: TrainState) -> dict[str, Any]:
     assert st.last_eval is not None
     timing, domains = st.timing, list(run.corpus.domains)
+    tokens_per_s = st.tokens_seen / max(timing["wall"], 1e-9)
+    peak = peak_flops(run.device)
+    mfu = None
+    if peak and run.device.type == "cuda":  # model FLOPs utilisation of the training steps
+        per_token = flops_per_token(run.raw_model, run.seq_len)
+        mfu = tokens_per_s * per_token / (peak * run.rt.world_size)
     return {
         **{m: v for m, v in st.last_eval.items() if m != "val_loss"},
         "val_loss": dict(zip(domains, map(float, st.last_eval["val_loss"]))),
+        "mfu": mfu,
         "steps": run.total_steps,
         "tokens_seen": st.tokens_seen,
         "eval_tokens": st.eval_tokens,
