@@ -331,7 +331,9 @@ def _build(
         mixture=mixture,
         model=model,
         raw_model=raw_model,
-        forward_model=torch.compile(model) if tr.compile else model,
+        # Static shapes: a graph per batch shape (train, eval, last eval batch), so the kernels
+        # do not depend on the order shapes were seen in, and a resumed run computes the same.
+        forward_model=torch.compile(model, dynamic=False) if tr.compile else model,
         optimizer=optimizer,
         scheduler=scheduler,
         sampler=sampler,
