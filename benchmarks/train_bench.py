@@ -34,8 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from ado_ray.data import load_corpus  # noqa: E402
-from ado_ray.schema import DataSpec, TrainingSpec  # noqa: E402
-from ado_ray.train import TrainConfig, run_training  # noqa: E402
+from ado_ray.schema import DataSpec, ModelSpec, TrainingSpec  # noqa: E402
+from ado_ray.train import Runtime, TrainConfig, run_training  # noqa: E402
 from ado_ray.train.model import build_model, flops_per_token  # noqa: E402
 
 ADO = {
@@ -71,20 +71,38 @@ POLICIES = {"uniform": {}, "ado": ADO, "odm": {}, "aioli": {"lp_rounds": 1, "lp_
 
 
 def cpu_figures(steps: int, warmup: int, reps: int) -> dict:
+    return ray_figures(steps, warmup, reps)
+
+
+def ray_figures(
+    steps: int,
+    warmup: int,
+    reps: int,
+    policies: tuple[str, ...] = tuple(POLICIES),
+    gpu: bool = False,
+    model: ModelSpec | None = None,
+    batch_size: int = 16,
+    seq_len: int = 128,
+) -> dict:
+    """Plain loop against Ray Train, and each policy against uniform under Ray, interleaved
+    over ``reps`` repetitions (on one GPU with ``gpu``)."""
     import ray
 
     from ado_ray.distributed.runtime import init_ray
     from ado_ray.distributed.trainer import Placement, run_trial
 
-    data = {"seq_len": 128, "sequences_per_domain": 2000, "val_sequences_per_domain": 16}
+    data = {"seq_len": seq_len, "sequences_per_domain": 2000, "val_sequences_per_domain": 16}
     corpus = load_corpus("synthetic", **data)
+    device = torch.device("cuda" if gpu else "cpu")
+    placement = Placement(use_gpu=gpu, gpus_per_worker=1.0 if gpu else 0.0)
 
     def config(policy: str) -> TrainConfig:
         return TrainConfig(
             data=DataSpec("synthetic", dict(data)),
+            model=model or ModelSpec(),
             training=TrainingSpec(
                 budget={"steps": steps},
-                batch_size=16,
+                batch_size=batch_size,
                 eval_interval=warmup,  # evaluations mark the steady-state window
                 eval_sequences=8,
                 checkpoint_interval=steps,
@@ -93,22 +111,23 @@ def cpu_figures(steps: int, warmup: int, reps: int) -> dict:
             policy_options=dict(POLICIES[policy]),
         )
 
-    torch.set_num_threads(1)  # Ray workers get one thread per CPU; compare like for like
-    init_ray(num_cpus=2)
+    if not gpu:
+        torch.set_num_threads(1)  # Ray workers get one thread per CPU; compare like for like
+    init_ray(num_cpus=os.cpu_count() if gpu else 2)
     plain_rates: list[float] = []
     plain_tps: list[float] = []
-    rates: dict[str, list[float]] = {p: [] for p in POLICIES}
+    rates: dict[str, list[float]] = {p: [] for p in policies}
     overhead: list[float] = []
     walls: list[float] = []
     # A fresh storage path: Ray Train restores a run found under the same name and path.
     with tempfile.TemporaryDirectory(prefix="ado-bench-") as store:
         for rep in range(reps):  # interleaved: every variant sees the same machine drift
-            plain = run_training(config("uniform"), corpus)
+            plain = run_training(config("uniform"), corpus, runtime=Runtime(device=device))
             plain_rates.append(steady_steps_per_second(plain))
             plain_tps.append(plain["summary"]["tokens_per_second"])
-            for policy in POLICIES:
+            for policy in policies:
                 t0 = time.perf_counter()
-                rec = run_trial(config(policy), f"bench-{policy}-{rep}", store, Placement())
+                rec = run_trial(config(policy), f"bench-{policy}-{rep}", store, placement)
                 wall = time.perf_counter() - t0
                 s = rec["summary"]
                 rates[policy].append(steady_steps_per_second(rec))
@@ -126,7 +145,7 @@ def cpu_figures(steps: int, warmup: int, reps: int) -> dict:
         "fixed_overhead_s": _spread(overhead),
         "trials_per_minute": round(60 / statistics.median(walls), 2),
     }
-    for policy in POLICIES:
+    for policy in policies:
         if policy != "uniform":
             out[f"{policy}_vs_uniform"] = _spread(
                 [r / u for r, u in zip(rates[policy], uni)]
