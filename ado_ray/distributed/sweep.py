@@ -427,6 +427,21 @@ def _record_stopped(
         )
 
 
+def _typed(option: Any, value: Any) -> Any:
+    """A hyperparameter read back from Parquet, in its option's type. A column shared by two
+    policies whose options share a name but not a type (ADO's bool ``smoothing``, ODM's float)
+    is stored as strings."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, str):
+        if option.type == "bool":
+            value = {"true": True, "false": False}.get(value.lower(), value)
+        elif option.type in ("int", "float"):
+            value = float(value)
+    if option.type == "int" and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return option.check(value)
+
+
 def best_configs(study: Study, results_uri: str) -> dict[str, list[dict[str, Any]]]:
     """Each searched arm's top ``top_k`` distinct configurations, as full policy options."""
     searched = study.searched_arms()
@@ -442,13 +457,12 @@ def best_configs(study: Study, results_uri: str) -> dict[str, list[dict[str, Any
         ok = ok.sort_values(study.metric, ascending=study.mode == "min")
         ok = ok.drop_duplicates("config_id")
         configs = []
-        space = study.search_space(label)
+        declared = policy_class(study.arm(label).policy).user_options()
         for _, row in ok.head(int(study.search.top_k)).iterrows():
-            sampled = {}
-            for name, spec in space.items():
-                value = row[f"hp_{name}"]
-                value = value.item() if hasattr(value, "item") else value
-                sampled[name] = int(value) if spec.type == "int" else value
+            sampled = {
+                name: _typed(declared[name], row[f"hp_{name}"])
+                for name in study.search_space(label)
+            }
             configs.append(study.arm_options(label, sampled))
         out[label] = configs
     return out
