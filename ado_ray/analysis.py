@@ -49,6 +49,7 @@ PAIRED_METRICS: tuple[str, ...] = ("val_loss_balanced", "val_loss_natural")
 COMPUTE_COLUMNS: dict[str, str] = {
     "train_tokens_per_trial": "tokens_seen",
     "eval_tokens_per_trial": "eval_tokens",
+    "mfu": "mfu",  # on CUDA; NaN on CPU
 }
 #: The policy of the reference arm the paired differences are taken against.
 REFERENCE_POLICY = "uniform"

@@ -153,7 +153,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from ado_ray.report import analyze
 
-    report = analyze(args.results, out_dir=args.out, fmt=args.format)
+    report = analyze(
+        args.results, out_dir=args.out, fmt=args.format, allow_partial=args.allow_partial
+    )
     print(report.text if hasattr(report, "text") else report.table.to_string())
     print(f"report: {report.report_path}")
     return 0
@@ -207,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="results directory or URI (printed by sweep)")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
     p.add_argument("--out", help="where to write plots and the report")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="skip unreadable files (the report lists them) instead of failing",
+    )
     p.set_defaults(func=_cmd_analyze)
     return parser
 

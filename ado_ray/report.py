@@ -32,7 +32,7 @@ from ado_ray.analysis import (
     regret_table,
     searched_arms,
 )
-from ado_ray.results import Results, read_results
+from ado_ray.results import Results, partial_reads, read_results
 
 
 @dataclass
@@ -156,11 +156,19 @@ def analyze(
     baseline: str | None = None,
     phase: str = "confirm",
     make_plots: bool = True,
+    allow_partial: bool = False,
+    _skipped: list[str] | None = None,
 ) -> AnalysisReport:
     """Analyse the results at ``uri``; write the table (``table.md``/``.csv``/``.json`` per
     ``fmt``), ``plots/*.png``, ``report.md`` and ``report.html`` to ``out_dir`` (any storage
     URI; default :func:`default_out_dir`). ``baseline``: the arm the paired differences are
-    taken against (default: the first arm running the uniform policy)."""
+    taken against (default: the first arm running the uniform policy). ``allow_partial``: an
+    unreadable results file is skipped, and the report says which, instead of failing."""
+    if allow_partial:
+        with partial_reads() as skipped:
+            report = analyze(uri, out_dir, fmt, metric=metric, baseline=baseline, phase=phase,
+                             make_plots=make_plots, _skipped=skipped)
+        return report
     if fmt not in FORMATS and fmt != "md":
         raise ValueError(f"unknown table format {fmt!r}; use one of {FORMATS}")
     res = read_results(uri, with_steps=False)  # plots read the history of the trials they draw
@@ -174,6 +182,7 @@ def analyze(
         )
     table = main_table(res, phase=phase, baseline=baseline)
     messages += table.attrs.get("notes", [])
+
     searched = searched_arms(res)
     importances: dict[str, dict[str, float]] = {}
     imp_notes: dict[str, str] = {}
@@ -245,6 +254,8 @@ def analyze(
             figures.append((target, title, caption))
 
     regret_md, regret_html, _ = _regret_section(res, metric)
+    if _skipped:  # --allow-partial: what could not be read (filled as the files were read)
+        messages += [f"partial analysis: skipped {m}" for m in _skipped]
     md, page = _render_report(
         res, table, searched, importances, imp_notes, figures, messages, out_dir,
         (regret_md, regret_html),
@@ -287,7 +298,8 @@ def _intro(table: pd.DataFrame) -> str:
         )
     return text + (
         "train_tokens_per_trial and eval_tokens_per_trial: training and held-out evaluation "
-        "tokens per trial (mean over the configuration's completed trials), each arm's compute."
+        "tokens per trial (mean over the configuration's completed trials), each arm's compute; "
+        "mfu: model FLOPs utilisation on CUDA (n/a on CPU)."
     )
 
 

@@ -29,6 +29,8 @@ without help.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as _dt
 import hashlib
 import io
@@ -37,7 +39,7 @@ import math
 import re
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -747,7 +749,35 @@ def _read_file(
     try:
         return _read_file_unchecked(target, trial_ids, columns)
     except pa.ArrowInvalid as exc:
-        raise ValueError(f"{target}: not a readable Parquet file ({_first_line(exc)})") from None
+        _unreadable(target, exc)
+        return None  # type: ignore[return-value]
+
+
+#: Files skipped under :func:`partial_reads` (None outside it: an unreadable file is an error).
+_SKIPPED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "ado_ray_skipped", default=None
+)
+
+
+@contextlib.contextmanager
+def partial_reads() -> Iterator[list[str]]:
+    """Within this block an unreadable results file is skipped (its rows read as absent)
+    instead of raising; the yielded list collects ``"<file>: <reason>"`` for each."""
+    skipped: list[str] = []
+    token = _SKIPPED.set(skipped)
+    try:
+        yield skipped
+    finally:
+        _SKIPPED.reset(token)
+
+
+def _unreadable(target: str, exc: BaseException) -> None:
+    message = f"{target}: not a readable Parquet file ({_first_line(exc)})"
+    skipped = _SKIPPED.get()
+    if skipped is None:
+        raise ValueError(message) from None
+    if message not in skipped:
+        skipped.append(message)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -780,6 +810,9 @@ def _legacy_law_columns(target: str) -> list[str]:
         names = pq.read_schema(path, filesystem=fs).names
     except FileNotFoundError:
         return []
+    except pa.ArrowInvalid as exc:  # unreadable: an error, or skipped under partial_reads
+        _unreadable(target, exc)
+        return []
     return [c for c in LEGACY_LAW_COLUMNS if c in names]
 
 
@@ -791,7 +824,8 @@ def _legacy_diagnostics(steps_uri: str, trial_ids: Iterable[str] | None) -> pa.T
         return None
     columns = ["trial_id", "step", "domain", "domain_index", *laws]
     try:
-        return laws_to_diagnostics(_read_file(steps_uri, trial_ids, columns))
+        table = _read_file(steps_uri, trial_ids, columns)
+        return None if table is None else laws_to_diagnostics(table)
     except FileNotFoundError:  # replaced by a concurrent add_trial between scan and read
         return None
 
@@ -821,7 +855,8 @@ def _read_part(parts: _Parts, trial_id: str, kind: str) -> pa.Table | None:
     except FileNotFoundError:  # replaced by a concurrent add_trial between scan and read
         return None
     except pa.ArrowInvalid as exc:
-        raise ValueError(f"{entry[0]}: not a readable Parquet file ({_first_line(exc)})") from None
+        _unreadable(entry[0], exc)
+        return None
 
 
 def _finish(kind: str, tables: list[pa.Table]) -> pa.Table:
@@ -1155,6 +1190,20 @@ def require_study(uri: str) -> None:
         )
 
 
+def _check_readable(uri: str) -> None:
+    """Every merged file's Parquet footer reads (a cheap check, so that a corrupt file is named
+    at once, not discovered by a plot that then goes missing)."""
+    for name in _FILES.values():
+        target = storage.join(uri, name)
+        if not storage.exists(target):
+            continue
+        fs, path = storage.resolve(target)
+        try:
+            pq.read_metadata(path, filesystem=fs)
+        except pa.ArrowInvalid as exc:
+            _unreadable(target, exc)
+
+
 def read_results(
     uri: str,
     include_parts: bool = True,
@@ -1174,6 +1223,7 @@ def read_results(
         with_diagnostics = with_steps
     uri = storage.normalize(uri)
     require_study(uri)
+    _check_readable(uri)
     parts = _scan_parts(uri) if include_parts else _Parts()
     merged_trials = _read_merged(uri, "trials")
     part_ids = _stale_part_ids(uri, parts, merged_trials)

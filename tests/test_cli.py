@@ -160,3 +160,14 @@ def test_a_study_name_cannot_escape_the_storage(capsys):
     for name in ("..", ".", "../x", "a/b"):
         assert main(["validate", "quickstart", "--set", f"name={name}"]) == 2
         assert "name: got" in capsys.readouterr().err
+
+
+def test_analyze_names_a_corrupt_file_or_skips_it_with_allow_partial(tmp_path, capsys):
+    root = tmp_path / "results"
+    fx.build_results(str(root))
+    (root / "steps.parquet").write_bytes(b"not parquet")
+    assert main(["analyze", str(root), "--out", str(tmp_path / "a")]) == 2
+    assert "steps.parquet: not a readable Parquet file" in capsys.readouterr().err
+    assert main(["analyze", str(root), "--out", str(tmp_path / "b"), "--allow-partial"]) == 0
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "partial analysis: skipped" in report and "steps.parquet" in report
