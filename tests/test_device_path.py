@@ -74,8 +74,10 @@ def test_torch_compile_matches_eager_and_resumes_exactly(corpus):
     compiled = run_training(config(compile=True), corpus, runtime=Runtime(report=keep))
     np.testing.assert_allclose(losses(compiled), losses(eager), rtol=1e-4)
     resumed = run_training(config(compile=True), corpus, runtime=Runtime(resume_state=states[0]))
-    np.testing.assert_array_equal(losses(resumed), losses(compiled))  # training: bit for bit
-    # Evaluation runs a graph compiled anew in the resumed process: equal to rounding.
+    # Static-shape graphs make the resumed run compute what the uninterrupted one did; compiled
+    # CPU kernels (OpenMP reductions) may still differ in the last bits between two compilations
+    # in one process, so: equal to float32 rounding, and identical where eager runs are.
+    np.testing.assert_allclose(losses(resumed), losses(compiled), rtol=1e-6)
     np.testing.assert_allclose(
         [e["val_loss"] for e in resumed["evals"]],
         [e["val_loss"] for e in compiled["evals"]],

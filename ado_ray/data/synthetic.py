@@ -14,9 +14,35 @@ the L-1 terms ``H(X_i | X_{<i})`` and ``metadata["asymptotic_entropy_rate"][name
 process's entropy rate in the limit of long sequences (equal to the floor for i.i.d. kinds).
 :func:`loss_floor` recomputes the floor for a domain specification.
 
+Domain sets (the ``domains`` option: a list of names and dicts, or a set's name):
+
+``default`` (:data:`DEFAULT_DOMAINS`): a testbed with headroom
+    Calibrated for the quickstart's budget (vocab 64, ``seq_len`` 64, tiny GPT-2, 300 steps of
+    16 sequences; ``benchmarks/testbed_headroom.py``). The structured domains live on disjoint
+    token ranges, so the model can tell them apart and a domain's loss depends mostly on its
+    own share of the data; the noise spans the whole vocabulary.
+
+    - ``fast``: order-1 chain on the first 1/8 of the vocabulary, 2 successors per token. Near
+      its floor within ~50 steps at a 20% share: a small share is enough.
+    - ``slow``: copy with period 6 on the last 5/8 (``x_i = x_{i-6}``). A positional skill
+      learned late and abruptly: at a 20% share the copy is only starting to be learned after
+      300 steps (a quarter of the gap to the floor closed); at 40-50% it is learned by ~150.
+      Most of the headroom.
+    - ``shared_a``, ``shared_b``: order-1 chains on the same quarter of the vocabulary (4
+      successors). ``shared_b`` uses ``shared_a``'s transition table except in a quarter of
+      its rows, with 10% noise: training on ``shared_a`` alone closes most of ``shared_b``'s
+      gap (transfer).
+    - ``noise``: i.i.d. uniform over the whole vocabulary: nothing to learn (its loss stays
+      near log V given a small share; with none, the model's predictions from the other
+      domains cost it over a nat).
+
+``classic`` (:data:`CLASSIC_DOMAINS`): ``markov1``, ``markov2``, ``copy``, ``zipf``, ``uniform``
+    The previous default, unchanged (same tokens for the same options). Within the
+    quickstart's budget only ``markov1`` and ``zipf`` learn, so no reweighting helps much.
+
 Kinds (built-in names in :data:`BUILTIN_DOMAINS`):
 
-``markov``  (``markov1``, ``markov2``, ``markov3``)
+``markov``  (``markov1``, ``markov2``, ``markov3``, ``fast``, ``shared_a``, ``shared_b``)
     Order-``order`` Markov chain. Each of the ``V**order`` contexts has ``support`` distinct
     random successors with Dirichlet(``concentration``) probabilities; with probability
     ``noise`` the next token is instead uniform over the vocabulary (which makes the chain
@@ -26,24 +52,39 @@ Kinds (built-in names in :data:`BUILTIN_DOMAINS`):
     iteration is not fully converged. ``markov1`` has low entropy and is learned fast;
     ``markov2``/``markov3`` need two/three tokens of context: conditioned on the last token
     alone their next token is close to uniform, so they are learned slowly.
-``copy``  (``copy``)
-    Induction: the first ``m = round(prefix_fraction * L)`` tokens are i.i.d. uniform, the
-    rest repeat them (``x_i = x_{i mod m}``). ``H(X_i | X_{<i}) = log V`` for ``1 <= i < m``
-    and 0 afterwards, so ``floor = (m-1) * log V / (L-1)``: the first-half entropy spread over
-    all L-1 predicted tokens (the first token is never predicted).
+    ``table: <domain name>`` draws the transition table (successors and probabilities) from
+    that domain's process stream instead of this domain's own, so two domains with the same
+    ``order``, ``support``, ``concentration`` and token range share their table exactly (the
+    named domain need not be in the corpus); ``private`` (in [0, 1], needs ``table``) then
+    replaces that fraction of the rows (contexts, chosen at random) with this domain's own.
+    The floor is exact for any table, shared or not.
+``copy``  (``copy``, ``slow``)
+    Induction: the first ``m`` tokens are i.i.d. uniform, the rest repeat them
+    (``x_i = x_{i mod m}``), with ``m = period`` if given, else
+    ``round(prefix_fraction * L)``. ``H(X_i | X_{<i}) = log V`` for ``1 <= i < m`` and 0
+    afterwards, so ``floor = (m-1) * log V / (L-1)``: the prefix's entropy spread over all L-1
+    predicted tokens (the first token is never predicted).
 ``zipf``  (``zipf``)
     I.i.d. unigram with ``p(rank r) ∝ (r+1)^-exponent`` over a seeded random permutation of
     the vocabulary. floor = H(p).
-``uniform``  (``uniform``)
+``uniform``  (``uniform``, ``noise``)
     I.i.d. uniform tokens. floor = log V.
 
+Every kind also takes ``tokens: [start, stop]``: the domain uses only tokens
+``start .. stop-1`` (ints are token ids, floats in [0, 1] fractions of ``vocab_size``), and
+``V`` above is ``stop - start``: the process is built over its own range and shifted, so its
+floor is that of the same process over a ``stop - start`` vocabulary.
+
 Determinism: a domain's process depends only on ``(seed, domain name, kind parameters,
-vocab_size, seq_len)``; its train and validation sequences come from two further
-independent streams. Changing the domain list or sizes does not change other domains.
+vocab_size, seq_len)`` (a shared ``table`` is drawn from the named domain's stream, which
+depends on the same five things for that name); its train and validation sequences come from
+two further independent streams. Changing the domain list or sizes does not change other
+domains.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import zlib
 from typing import Any
@@ -53,16 +94,31 @@ import numpy as np
 from .corpus import Corpus, SourceSpec, register_source
 
 BUILTIN_DOMAINS: dict[str, dict[str, Any]] = {
-    # The default testbed (DEFAULT_DOMAINS).
-    "fast": {"kind": "markov", "order": 1, "support": 1, "noise": 0.05},
-    "slow": {"kind": "markov", "order": 1, "support": 12, "concentration": 1.0, "noise": 0.01},
-    "shared_a": {"kind": "markov", "order": 1, "support": 6, "concentration": 1.0, "noise": 0.01},
+    # The default testbed (DEFAULT_DOMAINS); token ranges as fractions of vocab_size.
+    "fast": {
+        "kind": "markov",
+        "tokens": [0.0, 0.125],
+        "order": 1,
+        "support": 2,
+        "concentration": 0.5,
+        "noise": 0.01,
+    },
+    "slow": {"kind": "copy", "tokens": [0.375, 1.0], "period": 6},
+    "shared_a": {
+        "kind": "markov",
+        "tokens": [0.125, 0.375],
+        "order": 1,
+        "support": 4,
+        "concentration": 1.0,
+        "noise": 0.01,
+    },
     "shared_b": {
         "kind": "markov",
+        "tokens": [0.125, 0.375],
         "order": 1,
-        "support": 6,
+        "support": 4,
         "concentration": 1.0,
-        "noise": 0.2,
+        "noise": 0.1,
         "table": "shared_a",
         "private": 0.25,
     },
@@ -90,7 +146,7 @@ _KIND_PARAMS: dict[str, dict[str, Any]] = {
         "table": None,
         "private": 0.0,
     },
-    "copy": {"prefix_fraction": 0.5},
+    "copy": {"prefix_fraction": 0.5, "period": None},
     "zipf": {"exponent": 1.1},
     "uniform": {},
 }
@@ -203,13 +259,26 @@ class ZipfProcess(Process):
 class CopyProcess(Process):
     kind = "copy"
 
-    def __init__(self, name, vocab_size, seq_len, rng, prefix_fraction: float = 0.5):
+    def __init__(
+        self,
+        name,
+        vocab_size,
+        seq_len,
+        rng,
+        prefix_fraction: float = 0.5,
+        period: int | None = None,
+    ):
         super().__init__(name, vocab_size, seq_len, rng)
         if not 0 < prefix_fraction <= 1:
             raise ValueError(
                 f"domain {name!r}: copy prefix_fraction must lie in (0, 1], got {prefix_fraction}"
             )
-        self.prefix_len = int(min(self.seq_len, max(1, round(prefix_fraction * self.seq_len))))
+        if period is not None:
+            if isinstance(period, bool) or int(period) != period or period < 1:
+                raise ValueError(f"domain {name!r}: copy period must be an integer >= 1")
+            self.prefix_len = int(min(self.seq_len, period))
+        else:
+            self.prefix_len = int(min(self.seq_len, max(1, round(prefix_fraction * self.seq_len))))
 
     def sample(self, n, rng):
         m = self.prefix_len
@@ -491,15 +560,15 @@ def normalize_domain_spec(spec: str | dict[str, Any]) -> tuple[str, str, dict[st
                 f"unknown synthetic domain {spec!r}; built-in domains: {sorted(BUILTIN_DOMAINS)} "
                 f"(or give a dict with 'kind' in {sorted(_KIND_CLASSES)})"
             )
-        params = dict(BUILTIN_DOMAINS[spec])
+        params = copy.deepcopy(BUILTIN_DOMAINS[spec])
         kind = params.pop("kind")
         return spec, kind, {**_KIND_PARAMS[kind], **_COMMON_PARAMS, **params}
     if not isinstance(spec, dict):
         raise ValueError(f"a synthetic domain must be a name or a dict, got {spec!r}")
-    params = dict(spec)
+    params = copy.deepcopy(spec)
     kind = params.pop("kind", None)
     if kind in BUILTIN_DOMAINS and kind not in _KIND_CLASSES:
-        base = dict(BUILTIN_DOMAINS[kind])
+        base = copy.deepcopy(BUILTIN_DOMAINS[kind])
         kind = base.pop("kind")
         params = {**base, **params}
     if kind not in _KIND_CLASSES:
@@ -542,20 +611,30 @@ def build_process(
 
 
 def _token_range(name: str, tokens: Any, vocab_size: int) -> tuple[int, int]:
-    """``(start, stop)`` of a domain's ``tokens`` option (None: the whole vocabulary)."""
+    """``(start, stop)`` of a domain's ``tokens`` option (None: the whole vocabulary).
+
+    An int entry is a token id; a float entry in [0, 1] a fraction of ``vocab_size`` (rounded).
+    """
     if tokens is None:
         return 0, int(vocab_size)
-    ok = (
-        isinstance(tokens, (list, tuple))
-        and len(tokens) == 2
-        and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tokens)
+    msg = (
+        f"domain {name!r}: tokens must be [start, stop) (token ids, or fractions of vocab_size "
+        f"as floats in [0, 1]) with 0 <= start < stop <= vocab_size = {vocab_size}; got {tokens!r}"
     )
-    if not ok or not 0 <= tokens[0] < tokens[1] <= vocab_size:
-        raise ValueError(
-            f"domain {name!r}: tokens must be [start, stop) with 0 <= start < stop <= "
-            f"vocab_size = {vocab_size}, got {tokens!r}"
-        )
-    return int(tokens[0]), int(tokens[1])
+    if not isinstance(tokens, (list, tuple)) or len(tokens) != 2:
+        raise ValueError(msg)
+    ends = []
+    for t in tokens:
+        if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+            ends.append(int(t))
+        elif isinstance(t, (float, np.floating)) and 0.0 <= t <= 1.0:
+            ends.append(int(round(float(t) * vocab_size)))
+        else:
+            raise ValueError(msg)
+    start, stop = ends
+    if not 0 <= start < stop <= vocab_size:
+        raise ValueError(msg + f" (start, stop = {start}, {stop})")
+    return start, stop
 
 
 def loss_floor(

@@ -114,6 +114,11 @@ def policy_class(name: str) -> type[MixturePolicy]:
         if name in builtins:
             return builtins[name]
         ep = _plugin_entry_points().get(name)
+        if ep is None:
+            # A long-lived process (a Ray worker of a running cluster) caches directory
+            # listings: a plugin installed after it started is found once they are dropped.
+            importlib.invalidate_caches()
+            ep = _plugin_entry_points().get(name)
         if ep is not None:
             try:
                 cls = ep.load()  # type: ignore[attr-defined]
