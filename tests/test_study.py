@@ -27,6 +27,7 @@ SHIPPED = [
     "pile_domains",
     "arms_showdown",
     "pile_showdown",
+    "swarm_headroom",
 ]
 
 
