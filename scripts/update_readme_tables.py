@@ -11,13 +11,11 @@ from pathlib import Path
 from ado_ray.policies import options_markdown, policy_class, policy_names
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-# Baselines and token heuristics first, then the adaptive policies; new ones at the end.
-ORDER = ("uniform", "natural", "fixed", "temperature", "unimax", "ado", "odm", "aioli")
 
 
 def main() -> None:
+    # The built-ins, in the registry's order: no list of names to keep in step here.
     names = [n for n in policy_names() if policy_class(n).__module__.startswith("ado_ray.")]
-    names = [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
     block = "\n\n".join(
         f"<!-- options:{n} -->\n{options_markdown(n)}\n<!-- /options -->" for n in names
     )
