@@ -681,7 +681,10 @@ def build_synthetic(
 ) -> Corpus:
     """Synthetic corpus (see the module docstring for kinds and the entropy definition).
 
-    ``domain_sizes`` are relative train sizes; the total stays
+    ``domains``: a list of built-in names (:data:`BUILTIN_DOMAINS`) and dicts (``kind``,
+    ``name`` and the kind's parameters), or the name of a set in :data:`DOMAIN_SETS`
+    (``"default"``, the same as None: :data:`DEFAULT_DOMAINS`; ``"classic"``:
+    :data:`CLASSIC_DOMAINS`). ``domain_sizes`` are relative train sizes; the total stays
     ``sequences_per_domain * num_domains``. ``sequences_per_domain`` may instead be a list of
     per-domain counts.
     """
