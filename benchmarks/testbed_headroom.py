@@ -121,45 +121,46 @@ def run_grid(
     return corpus, rows
 
 
+def gap_closed(first: np.ndarray, last: np.ndarray, floor: np.ndarray) -> list[float | None]:
+    """Share of each domain's gap to its floor closed from ``first`` to ``last``; None where
+    the start is within 0.1 nats of the floor (the noise: nothing to close)."""
+    gap = first - floor
+    return [
+        round(float((f - la) / g), 3) if g > 0.1 else None
+        for f, la, g in zip(first, last, gap, strict=True)
+    ]
+
+
 def summarise(corpus, rows: list[dict], mixtures: dict[str, list[float]]) -> dict:
     by = {(r["mixture"], r["seed"]): r for r in rows}
     seeds = sorted({r["seed"] for r in rows})
+    floor = np.asarray(corpus.entropy_rate, dtype=np.float64)
     uni = [by["uniform", s]["val_loss_balanced"] for s in seeds]
     u_mean, u_half, _ = mean_ci(uni)
     table = []
     for name, w in mixtures.items():
         vals = [by[name, s]["val_loss_balanced"] for s in seeds]
-        per_domain = np.mean([by[name, s]["val_loss"] for s in seeds], axis=0)
-        table.append(
-            {
-                "mixture": name,
-                "weights": [round(float(x), 4) for x in w],
-                "mean": float(np.mean(vals)),
-                "median": float(np.median(vals)),
-                "minus_uniform": paired([v - u for v, u in zip(vals, uni, strict=True)]),
-                "val_loss_by_domain": [round(float(x), 4) for x in per_domain],
-            }
-        )
-        # Transfer: a domain with no share of the data, and how much of its gap it closed.
         first_m = np.mean([by[name, s]["val_loss_first"] for s in seeds], axis=0)
-        floor_m = np.asarray(corpus.entropy_rate, dtype=np.float64)
-        unseen = {
-            corpus.domains[k]: round(
-                float((first_m[k] - per_domain[k]) / (first_m[k] - floor_m[k])), 3
-            )
-            for k in range(len(w))
-            if w[k] == 0
+        per_domain = np.mean([by[name, s]["val_loss"] for s in seeds], axis=0)
+        entry = {
+            "mixture": name,
+            "weights": [round(float(x), 4) for x in w],
+            "mean": float(np.mean(vals)),
+            "median": float(np.median(vals)),
+            "minus_uniform": paired([v - u for v, u in zip(vals, uni, strict=True)]),
+            "val_loss_by_domain": [round(float(x), 4) for x in per_domain],
         }
+        # Transfer: how much of its gap a domain with no share of the data closed.
+        closed_m = gap_closed(first_m, per_domain, floor)
+        unseen = {corpus.domains[k]: closed_m[k] for k in range(len(w)) if w[k] == 0}
         if unseen:
-            table[-1]["gap_closed_without_data"] = unseen
+            entry["gap_closed_without_data"] = unseen
+        table.append(entry)
     best = min((t for t in table if t["mixture"] != "uniform"), key=lambda t: t["mean"])
     d = best["minus_uniform"]
     headroom = -d["mean"]
     first = np.mean([by["uniform", s]["val_loss_first"] for s in seeds], axis=0)
     last = np.mean([by["uniform", s]["val_loss"] for s in seeds], axis=0)
-    floor = np.asarray(corpus.entropy_rate, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        closed = (first - last) / (first - floor)
     walls = [r["wall_s"] for r in rows]
     return {
         "domains": corpus.domains,
@@ -172,7 +173,7 @@ def summarise(corpus, rows: list[dict], mixtures: dict[str, list[float]]) -> dic
             "values": uni,
             "val_loss_step0": [round(float(x), 4) for x in first],
             "val_loss_end": [round(float(x), 4) for x in last],
-            "gap_closed": [round(float(x), 3) for x in closed],
+            "gap_closed": gap_closed(first, last, floor),
         },
         "mixtures": table,
         "best": {

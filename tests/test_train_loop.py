@@ -53,7 +53,7 @@ def config(policy="uniform", policy_options=None, seed=0, **training) -> TrainCo
 
 
 def test_every_domain_val_loss_falls():
-    # Domains a one-layer model can learn in a few seconds. (The default testbed's uniform-noise
+    # Domains a one-layer model can learn in a few seconds. (The default testbed's noise
     # domain starts at its floor, log V, so it has nothing to fall to; copy and order-2 chains
     # need far longer runs.)
     corpus = load_corpus(
