@@ -282,7 +282,13 @@ def _trainable(study: Study, results_uri: str, ray_storage: str) -> Any:
         study_dict=study.to_dict(),
         results_uri=results_uri,
         ray_storage=ray_storage,
-        policies=registered_policies(),
+        # Only the in-process registrations the study uses: another one may live in a module
+        # the drivers cannot import.
+        policies={
+            n: c
+            for n, c in registered_policies().items()
+            if n in {arm.policy for arm in study.arms.values()}
+        },
     )
     return tune.with_resources(fn, placement.driver_resources())
 
