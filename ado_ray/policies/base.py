@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .options import PRIOR_OPTION, PRIOR_OPTIONS, Needs, Option, resolve_options
+from .options import PRIOR_OPTION, PRIOR_OPTIONS, Needs, Option, _show, resolve_options
 
 __all__ = [
     "MixturePolicy",
@@ -40,16 +40,6 @@ __all__ = [
 SUM_TOLERANCE = 1e-6
 
 STATE_VERSION = 1
-
-
-def _show(value: Any) -> str:
-    """A short, readable form of a value for error messages."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _fmt(x: float) -> str:

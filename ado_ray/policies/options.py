@@ -42,6 +42,7 @@ REQUIRED: Any = _Required()
 
 
 def _show(value: Any) -> str:
+    """A short, readable form of a value for error messages (one definition for policies)."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, np.ndarray):
