@@ -1028,6 +1028,10 @@ class ResultsWriter:
     def finished_trial_ids(self) -> set[str]:
         """Trial ids already recorded as finished (completed, failed or pruned), from the parts
         and the merged trials file: the trials ``--resume`` need not run again."""
+        return {tid for tid, st in self.recorded_statuses().items() if st in FINISHED_STATUSES}
+
+    def recorded_statuses(self) -> dict[str, str | None]:
+        """The status of every trial recorded so far (finished or interrupted), by trial id."""
         status: dict[str, str | None] = {}
         merged = _read_merged(self.uri, "trials")
         if merged is not None:
@@ -1038,7 +1042,7 @@ class ResultsWriter:
         for tid in parts.trial_ids():  # parts are never older than what was merged from them
             row = storage.read_table(parts.files[tid]["trials"][0])
             status[tid] = row.column("status")[0].as_py()
-        return {tid for tid, st in status.items() if st in FINISHED_STATUSES}
+        return status
 
     # -- merge
 

@@ -42,8 +42,14 @@ def _study(storage: Path, name: str) -> Path:
         "arms": {
             "uniform": {},
             "ado": {
-                "options": {"warmup_steps": 4, "update_interval": 4, "ignore_steps": 0,
-                            "subsample": 1, "min_fit_points": 4, "log_eps_min": -5.0},
+                "options": {
+                    "warmup_steps": 4,
+                    "update_interval": 4,
+                    "ignore_steps": 0,
+                    "subsample": 1,
+                    "min_fit_points": 4,
+                    "log_eps_min": -5.0,
+                },
                 "search": {"gamma1": {"type": "loguniform", "low": 0.05, "high": 0.5}},
             },
         },
@@ -132,3 +138,99 @@ def test_a_signal_stops_gracefully_and_resume_completes_the_study(tmp_path, refe
     assert resumed.returncode == 0, out[-3000:]
     got = _table(str(uri))
     pd.testing.assert_frame_equal(got, reference, check_exact=False, rtol=1e-5)
+
+
+# -- a lost worker ---------------------------------------------------------------------------
+
+
+def _one_trial_study(storage: Path, name: str) -> Path:
+    """One uniform trial, long enough to lose its worker twice while it trains."""
+    study = {
+        "name": name,
+        "data": {
+            "source": "synthetic",
+            "options": {"seq_len": 64, "sequences_per_domain": 300, "val_sequences_per_domain": 16},
+        },
+        "model": {"preset": "tiny"},
+        "training": {
+            "budget": {"steps": 400},
+            "batch_size": 16,
+            "eval_interval": 50,
+            "checkpoint_interval": 50,
+            "eval_sequences": 16,
+            "lr_warmup_steps": 2,
+            "max_failures": 1,
+        },
+        "arms": {"uniform": {}},
+        "seeds": [0],
+        "resources": {"max_concurrent_trials": 1},
+        "storage": str(storage),
+    }
+    path = storage.parent / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def _train_worker(root: int) -> int | None:
+    """The pid of a Ray Train worker among the descendants of process ``root`` (from /proc)."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            commands[int(entry)] = (
+                Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            )
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    family, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in family and pid not in family:
+                family.add(pid)
+                grew = True
+    workers = [p for p in family if commands.get(p, "").startswith("ray::RayTrainWorker")]
+    return workers[0] if workers else None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds Ray's workers in /proc")
+def test_a_trial_that_loses_its_worker_twice_is_incomplete_and_resume_completes_it(tmp_path):
+    ref = _sweep(_one_trial_study(tmp_path / "ref", "lost"))
+    out, _ = ref.communicate(timeout=900)
+    assert ref.returncode == 0, out[-3000:]
+    reference = _table(str(tmp_path / "ref" / "lost"))
+
+    path = _one_trial_study(tmp_path / "store", "lost")
+    uri = tmp_path / "store" / "lost"
+    proc = _sweep(path)
+    seen: set[str] = set()
+    killed: list[int] = []
+
+    def training() -> bool:
+        # A checkpoint this worker wrote: it is training (a worker lost while it starts up is
+        # replaced without counting as a failure).
+        new = {p.name for p in (uri / "ray").glob("train-*/checkpoint_*")} - seen
+        pid = _train_worker(proc.pid)
+        return bool(new) and pid is not None and pid not in killed
+
+    for _ in range(2):  # Train restarts the worker once (max_failures: 1); the second loss is final
+        _wait_for(training, 600)
+        seen |= {p.name for p in (uri / "ray").glob("train-*/checkpoint_*")}
+        pid = _train_worker(proc.pid)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 3, out[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("incomplete: 0 of 1 trials") and "--resume" in last, last
+    recorded = read_results(str(uri), with_steps=False).trials
+    assert list(recorded.status) == ["interrupted"], recorded.T
+    assert recorded.steps.iloc[0] >= 50, "the steps its history holds are kept"
+    resumed = _sweep(path, "--resume")
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out[-3000:]
+    pd.testing.assert_frame_equal(_table(str(uri)), reference, check_exact=False, rtol=1e-5)

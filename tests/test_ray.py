@@ -405,3 +405,19 @@ def test_a_lost_worker_is_the_clusters_fault_not_the_trials():
     own = WorkerGroupError({0: ValueError("bad batch")})
     assert not is_infrastructure(own)
     assert is_infrastructure(ray.exceptions.NodeDiedError("node gone"))
+    # What Train 2.60 raises for a worker process that was killed (found by the interrupt suite).
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+
+    killed = WorkerGroupError(
+        {0: WorkerHealthCheckFailedError("health check failed", ray.exceptions.ActorDiedError())}
+    )
+    assert is_infrastructure(killed)
+
+
+def test_trial_failed_survives_pickling():
+    # Ray pickles a Tune trial's exception back to the driver.
+    import pickle
+
+    exc = TrialFailed("ActorDiedError: gone", {"steps": [{"step": 0}]}, infrastructure=True)
+    back = pickle.loads(pickle.dumps(exc))
+    assert (str(back), back.partial, back.infrastructure) == (str(exc), exc.partial, True)

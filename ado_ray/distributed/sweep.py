@@ -370,7 +370,8 @@ def _record_stopped(
     (pruned, with their last reported metrics), and those whose driver died (failed). Their
     history is what their last checkpoint holds. ``label``: the searched arm (search phase)."""
     writer = ResultsWriter(results_uri, study.name)
-    done = writer.finished_trial_ids()
+    recorded = writer.recorded_statuses()
+    done = {tid for tid, st in recorded.items() if st in FINISHED_STATUSES}
     domains = (read_meta(results_uri) or {}).get("domains")
     for result in grid:
         cfg = result.config or {}
@@ -394,6 +395,10 @@ def _record_stopped(
             )
             policy = _policy_of(study, arm, spec)
         if name in done or (phase != "search" and result.error is None):
+            continue
+        if result.error is not None and name in recorded:
+            # The driver recorded the trial itself (interrupted, with its history) and then
+            # raised: that record stands.
             continue
         # A search trial Tune reports errored is final (the restored search will not rerun
         # it); a confirm trial whose driver died is run again by --resume.
