@@ -46,6 +46,12 @@ _RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: costs the controller a few cheap polls a second. A value set by the user is kept.
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 TRAIN_POLL_S = "0.25"
+#: Ray Train's preemption watcher: an extra actor per trial that polls whether a node is being
+#: drained (a spot instance reclaimed). A local cluster is this one machine, which nobody drains;
+#: the watcher there only cost a process per trial and a ``core_worker.cc`` error line (its
+#: constructor arguments sit in the object store while it has restarts). It is turned off for
+#: a local cluster only; a value set by the user is kept.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 #: Set by Ray's job manager in a ``ray job submit`` driver; the job's runtime_env then rules.
 _RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
@@ -79,6 +85,7 @@ def init_ray(
     if address:
         ray.init(address=address, **kwargs)
     else:
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # the local cluster inherits it
         cpus = num_cpus or os.cpu_count() or 1
         token_files = _token_file_candidates()
         existed = {p for p in token_files if os.path.lexists(p)}

@@ -27,7 +27,7 @@ import torch
 from ado_ray import storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed.actor import NAMESPACE, RayMixture, actor_name, create_mixture_actor
-from ado_ray.policies import register_policy, registered_policies
+from ado_ray.policies import make_policy, register_policy, registered_policies
 from ado_ray.train.config import TrainConfig
 from ado_ray.train.loop import Runtime, resolve_policy_options, run_training
 from ado_ray.train.mixture import history_from_state
@@ -46,6 +46,11 @@ class TrialFailed(RuntimeError):
         super().__init__(message)
         self.partial = partial
         self.infrastructure = infrastructure
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray pickles a Tune trial's exception to the driver; the default rebuilds it from the
+        # message alone, which fails on the required ``partial``.
+        return (type(self), (str(self), self.partial, self.infrastructure))
 
 
 DIVERGED = "diverged"  # the summary key a worker sets when the loss went non-finite
@@ -170,7 +175,9 @@ def run_trial(
     placement = placement or Placement()
     corpus = corpus if corpus is not None else load_corpus(cfg.data.source, **cfg.data.options)
     options = resolve_policy_options(cfg, corpus)
-    # The actor validates the options at once: a bad one fails here, before any training.
+    # A bad option fails here, in the driver, before any process is started for the trial. The
+    # actor then starts while Ray Train starts its controller and workers: nobody waits on it.
+    make_policy(cfg.policy, corpus.num_domains, **options)
     actor = create_mixture_actor(
         trial_name,
         cfg.policy,
@@ -179,7 +186,6 @@ def run_trial(
         cfg.training.mixture_lag,
         num_workers=placement.num_workers,
     )
-    ray.get(actor.last_observed.remote())
     backend = "nccl" if placement.use_gpu else "gloo"
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
@@ -228,14 +234,19 @@ def root_cause(exc: BaseException) -> BaseException:
 
     Train V2 raises ``WorkerGroupError`` (the workers' exceptions in ``worker_failures``, by
     rank) or ``ControllerError`` (``controller_failure``); a worker's exception arrives as a
-    ``RayTaskError`` whose ``cause`` is the original."""
+    ``RayTaskError`` whose ``cause`` is the original, and a worker process that died as a
+    ``WorkerHealthCheckFailedError`` whose ``health_check_failure`` is the ``ActorDiedError``."""
     cause: BaseException = exc
     for _ in range(16):  # a chain, not a cycle; bounded anyway
         failures = getattr(cause, "worker_failures", None)
         if failures:
             nxt = failures[min(failures)]
         else:
-            nxt = getattr(cause, "controller_failure", None) or getattr(cause, "cause", None)
+            nxt = (
+                getattr(cause, "controller_failure", None)
+                or getattr(cause, "health_check_failure", None)
+                or getattr(cause, "cause", None)
+            )
         if not isinstance(nxt, BaseException):
             nxt = cause.__cause__
         if nxt is None or nxt is cause:
