@@ -21,7 +21,7 @@ import yaml
 from ado_ray import storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed import placement
-from ado_ray.policies import complete_options, make_policy
+from ado_ray.policies import make_policy
 from ado_ray.results import STUDY_FILE
 from ado_ray.study import Plan, Study, load_study, plan
 
@@ -41,13 +41,10 @@ def run_options(
     study: Study, label: str, options: dict[str, Any], corpus: Any, steps: int
 ) -> dict[str, Any]:
     """Arm ``label``'s ``options`` completed with what its policy needs from this run."""
-    seq_len = int(corpus.seq_len)
-    return complete_options(
-        study.arm(label).policy,
-        options,
-        token_counts=corpus.token_counts(),
-        seq_len=seq_len,
-        total_tokens=steps * int(study.training.batch_size) * seq_len,
+    from ado_ray.train.config import policy_run_options
+
+    return policy_run_options(
+        study.arm(label).policy, options, corpus, steps, int(study.training.batch_size)
     )
 
 

@@ -28,8 +28,7 @@ from ado_ray import storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed.actor import NAMESPACE, RayMixture, actor_name, create_mixture_actor
 from ado_ray.policies import make_policy, register_policy, registered_policies
-from ado_ray.train.config import TrainConfig
-from ado_ray.train.loop import Runtime, resolve_policy_options, run_training
+from ado_ray.train.config import TrainConfig, resolve_policy_options
 from ado_ray.train.mixture import history_from_state
 
 log = logging.getLogger(__name__)
@@ -98,6 +97,9 @@ def _load_state(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | Non
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The function every Ray Train worker runs."""
+    # Imported here: the loop pulls in transformers, which the trial's driver does not need.
+    from ado_ray.train.loop import Runtime, run_training
+
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     for name, cls in (config.get("policies") or {}).items():  # the driver's registrations

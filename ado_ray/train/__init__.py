@@ -19,7 +19,7 @@ _EXPORTS = {
     "LocalMixture": "ado_ray.train.mixture",
     "MixtureClient": "ado_ray.train.mixture",
     "TrainState": "ado_ray.train.loop",
-    "resolve_policy_options": "ado_ray.train.loop",
+    "resolve_policy_options": "ado_ray.train.config",
     "MixtureController": "ado_ray.train.mixture",
     "PRESETS": "ado_ray.train.model",
     "build_model": "ado_ray.train.model",

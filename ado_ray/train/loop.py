@@ -38,8 +38,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ado_ray.data import MixtureSampler, load_corpus
-from ado_ray.policies import MixturePolicy, complete_options, make_policy, policy_class
-from ado_ray.train.config import TrainConfig
+from ado_ray.policies import MixturePolicy, make_policy, policy_class
+from ado_ray.train.config import TrainConfig, resolve_policy_options, run_total_steps
 from ado_ray.train.metrics import aggregate
 from ado_ray.train.mixture import LocalMixture, MixtureClient, MixtureController
 from ado_ray.train.model import build_model, flops_per_token
@@ -83,29 +83,6 @@ class TrainState:
     train_loss: float = float("nan")  # the last step's mean training loss
     last_eval: dict[str, Any] | None = None  # the last evaluation's losses and metrics
     last_checkpoint: int = 0  # steps done at the last checkpoint (or the start)
-
-
-def total_train_sequences(corpus: Any) -> int:
-    return int(sum(len(t) for t in corpus.train))
-
-
-def run_total_steps(cfg: TrainConfig, corpus: Any) -> int:
-    """The run's optimiser steps for ``cfg``'s budget on ``corpus``."""
-    return cfg.training.total_steps(int(corpus.seq_len), total_train_sequences(corpus))
-
-
-def resolve_policy_options(cfg: TrainConfig, corpus: Any) -> dict[str, Any]:
-    """``cfg.policy_options`` completed with what the policy declares it needs from the run
-    (:func:`ado_ray.policies.complete_options`): prior, sequence length, run budget."""
-    seq_len = int(corpus.seq_len)
-    total_tokens = run_total_steps(cfg, corpus) * cfg.training.batch_size * seq_len
-    return complete_options(
-        cfg.policy,
-        cfg.policy_options,
-        token_counts=np.asarray(corpus.token_counts(), dtype=np.float64).tolist(),
-        seq_len=seq_len,
-        total_tokens=total_tokens,
-    )
 
 
 def make_local_mixture(cfg: TrainConfig, corpus: Any) -> LocalMixture:
