@@ -24,6 +24,7 @@ from ado_ray.distributed import placement
 from ado_ray.policies import make_policy
 from ado_ray.results import STUDY_FILE
 from ado_ray.study import Plan, Study, load_study, plan
+from ado_ray.train.config import policy_run_options, total_train_sequences
 
 __all__ = [
     "Preflight",
@@ -41,8 +42,6 @@ def run_options(
     study: Study, label: str, options: dict[str, Any], corpus: Any, steps: int
 ) -> dict[str, Any]:
     """Arm ``label``'s ``options`` completed with what its policy needs from this run."""
-    from ado_ray.train.config import policy_run_options
-
     return policy_run_options(
         study.arm(label).policy, options, corpus, steps, int(study.training.batch_size)
     )
@@ -52,8 +51,7 @@ def validate_before_compute(study: Study, corpus: Any) -> int:
     """Every arm's policy is built once against the corpus, so a bad option (fixed weights of
     the wrong length, delta_min * K >= 1...) fails before any trial starts; for a searched arm,
     also at every corner of its space. Returns the steps of each trial."""
-    total_seqs = int(sum(len(t) for t in corpus.train))
-    steps = study.budget_steps(int(corpus.seq_len), total_seqs)
+    steps = study.budget_steps(int(corpus.seq_len), total_train_sequences(corpus))
     for label, arm in study.arms.items():
         base = study.default_arm_options(label, steps)
         candidates = [base]
