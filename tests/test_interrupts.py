@@ -23,9 +23,23 @@ CLI = str(Path(sys.executable).with_name("ado-ray"))
 pytestmark = pytest.mark.ray
 
 
-def _study(storage: Path, name: str) -> Path:
+def _write_study(storage: Path, name: str, body: dict) -> Path:
+    """Write study ``name`` (one seed, one trial at a time, results under ``storage``) with the
+    data, model, training, arms and search of ``body``; return its YAML path."""
     study = {
         "name": name,
+        **body,
+        "seeds": [0],
+        "resources": {"max_concurrent_trials": 1},
+        "storage": str(storage),
+    }
+    path = storage.parent / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def _study(storage: Path, name: str) -> Path:
+    body = {
         "data": {
             "source": "synthetic",
             "options": {"seq_len": 32, "sequences_per_domain": 300, "val_sequences_per_domain": 32},
@@ -53,14 +67,9 @@ def _study(storage: Path, name: str) -> Path:
                 "search": {"gamma1": {"type": "loguniform", "low": 0.05, "high": 0.5}},
             },
         },
-        "seeds": [0],
         "search": {"sampler": "random", "num_samples": 2, "top_k": 1},
-        "resources": {"max_concurrent_trials": 1},
-        "storage": str(storage),
     }
-    path = storage.parent / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return _write_study(storage, name, body)
 
 
 def _sweep(path: Path, *extra: str) -> subprocess.Popen:
@@ -145,8 +154,7 @@ def test_a_signal_stops_gracefully_and_resume_completes_the_study(tmp_path, refe
 
 def _one_trial_study(storage: Path, name: str) -> Path:
     """One uniform trial, long enough to lose its worker twice while it trains."""
-    study = {
-        "name": name,
+    body = {
         "data": {
             "source": "synthetic",
             "options": {"seq_len": 64, "sequences_per_domain": 300, "val_sequences_per_domain": 16},
@@ -162,13 +170,8 @@ def _one_trial_study(storage: Path, name: str) -> Path:
             "max_failures": 1,
         },
         "arms": {"uniform": {}},
-        "seeds": [0],
-        "resources": {"max_concurrent_trials": 1},
-        "storage": str(storage),
     }
-    path = storage.parent / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return _write_study(storage, name, body)
 
 
 def _train_worker(root: int) -> int | None:
