@@ -12,6 +12,11 @@ from ado_ray.schema import MODEL_OVERRIDE_KEYS as OVERRIDE_KEYS
 from ado_ray.schema import MODEL_PRESETS as PRESETS
 
 log = logging.getLogger(__name__)
+#: GPT-2's activation is the tanh approximation of GELU (``gelu_new``). HF's ``gelu_new`` spells
+#: it out in five element-wise ops; ``gelu_pytorch_tanh`` is the same function as PyTorch's one
+#: fused kernel (``F.gelu(approximate="tanh")``): equal up to float rounding, and a tiny-preset
+#: CPU step about 18% faster (66 -> 54 ms, 4 alternating runs). Hub checkpoints get it too.
+ACTIVATION = "gelu_pytorch_tanh"
 
 
 def model_config(
@@ -50,6 +55,7 @@ def model_config(
         attn_pdrop=dropout,
         bos_token_id=vocab_size - 1,
         eos_token_id=vocab_size - 1,
+        activation_function=ACTIVATION,
         **params,
     )
 
@@ -67,7 +73,9 @@ def build_model(
     reachable); the corpus must then use the GPT-2 tokenizer, so its vocabulary must fit.
     """
     if pretrained:
-        model = GPT2LMHeadModel.from_pretrained(pretrained, attn_implementation="sdpa")
+        model = GPT2LMHeadModel.from_pretrained(
+            pretrained, attn_implementation="sdpa", activation_function=ACTIVATION
+        )
         if model.config.vocab_size < vocab_size:
             raise ValueError(
                 f"model.pretrained={pretrained!r} has a vocabulary of {model.config.vocab_size}, "
