@@ -209,6 +209,25 @@ def test_the_actors_buffer_orders_events_and_waits_for_announced_evaluations():
     assert [r["step"] for r in svc.export()["steps"]] == list(range(16))
 
 
+def test_the_actors_mailbox_hands_over_reports_in_order_and_says_when_the_run_ended():
+    from ado_ray.distributed.actor import MixtureService
+
+    svc = MixtureService("uniform", 3, {}, 1)
+    assert svc.take_reports(timeout=0.01) == ([], False)  # nothing yet: waits, then returns
+    poster = threading.Timer(0.05, svc.post_report, args=({"step": 4},))
+    poster.start()
+    t = time.monotonic()
+    assert svc.take_reports(timeout=30) == ([{"step": 4}], False)  # woken by the post
+    assert time.monotonic() - t < 10
+    svc.post_report({"step": 8})
+    svc.post_report({"step": 12})
+    svc.end_reports()
+    assert svc.take_reports(timeout=30) == ([{"step": 8}, {"step": 12}], True)
+    assert svc.take_reports(timeout=30) == ([], True)  # ended: no wait
+    svc.reset()  # a restarted run's policy reset leaves the mailbox alone
+    assert svc.take_reports(timeout=0) == ([], True)
+
+
 # -- the loop ---------------------------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ def _read_trace(path: Path) -> dict[int, list[float]]:
 def test_two_workers_share_weights_and_history_is_complete(ray_cluster, tmp_path):
     cfg = _config()
     corpus = load_corpus("synthetic", **DATA)
+    reports: list[dict] = []
     record = run_trial(
         cfg,
         "two-workers",
@@ -62,7 +63,12 @@ def test_two_workers_share_weights_and_history_is_complete(ray_cluster, tmp_path
         Placement(num_workers=2, cpus_per_worker=1),
         corpus=corpus,
         trace_dir=str(tmp_path),
+        on_report=reports.append,  # relayed by the mixture actor, in this thread
     )
+    # Every evaluation round's report reached the caller, once and in order, with the metrics
+    # rank 0 reported.
+    assert [(r["step"], r["eval_round"]) for r in reports] == [(4, 1), (8, 2), (12, 3), (16, 4)]
+    assert reports[-1]["val_loss_balanced"] == record["summary"]["val_loss_balanced"]
     rank0, rank1 = _read_trace(tmp_path / "rank0.jsonl"), _read_trace(tmp_path / "rank1.jsonl")
     assert sorted(rank0) == sorted(rank1) == list(range(16))
     assert all(rank0[s] == rank1[s] for s in range(16))

@@ -12,6 +12,11 @@ threaded actor may run in any order, so events go through a small reorder buffer
 observation of step ``t`` by step, and the evaluation after ``d`` steps before the observation
 of step ``d``. The client sends an evaluation synchronously, so it is always in the buffer
 before the next step's observation is sent.
+
+The actor is also the trial's mailbox for Ray Train's reports: the controller posts each one
+(:class:`~ado_ray.distributed.trainer.ReportRelay`) and the trial's driver, blocked on
+:meth:`MixtureService.take_reports`, passes it on to Tune. One call per report, where Tune's own
+relay adds an actor per trial that the driver polls five times a second.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class MixtureService:
         self._inbox: dict[int, tuple[Any, Any, bool]] = {}  # step -> observation
         self._eval_inbox: dict[int, Any] = {}  # steps done -> val losses
         self._reset()
+        self._mail = threading.Condition()  # Train's reports: not behind the policy's lock
+        self._reports: list[dict[str, Any]] = []
+        self._reports_ended = False
         self._worker = threading.Thread(target=self._drain, daemon=True)
         self._worker.start()
 
@@ -143,6 +151,26 @@ class MixtureService:
     def last_observed(self) -> int:
         with self._cond:
             return self.ctl.last_observed
+
+    def post_report(self, metrics: dict[str, Any]) -> None:
+        """A report of Ray Train's controller, for the trial's driver."""
+        with self._mail:
+            self._reports.append(metrics)
+            self._mail.notify_all()
+
+    def end_reports(self) -> None:
+        """The run is over: no report follows."""
+        with self._mail:
+            self._reports_ended = True
+            self._mail.notify_all()
+
+    def take_reports(self, timeout: float) -> tuple[list[dict[str, Any]], bool]:
+        """The reports posted since the last call, waiting up to ``timeout`` seconds for one,
+        and whether the run is over (then nothing follows them)."""
+        with self._mail:
+            self._mail.wait_for(lambda: self._reports or self._reports_ended, timeout=timeout)
+            out, self._reports = self._reports, []
+            return out, self._reports_ended
 
 
 MixtureActor = ray.remote(num_cpus=0)(MixtureService)

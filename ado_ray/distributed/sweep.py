@@ -113,8 +113,6 @@ def _driver(
         trial_name = config["trial_name"]
     cfg = _run_config(study, config, label, options, seed)
     policy = cfg.policy
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     record: dict[str, Any] = {
         "trial_id": trial_name,
         "arm": label,
@@ -128,7 +126,7 @@ def _driver(
     error: BaseException | None = None
     try:
         out = run_trial(
-            cfg, trial_name, ray_storage, _placement(study), callbacks=[TuneReportCallback()]
+            cfg, trial_name, ray_storage, _placement(study), on_report=tune.report
         )
         record["status"] = "completed"
     except TrialFailed as exc:

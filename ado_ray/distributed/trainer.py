@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+from ray.train import UserCallback
 
 from ado_ray import storage
 from ado_ray.data import load_corpus
@@ -50,6 +53,82 @@ class TrialFailed(RuntimeError):
         # Ray pickles a Tune trial's exception to the driver; the default rebuilds it from the
         # message alone, which fails on the required ``partial``.
         return (type(self), (str(self), self.partial, self.infrastructure))
+
+
+try:
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback as _DatasetsCallback
+except ImportError:  # another Ray: its default callbacks are left as they are
+    _DatasetsCallback = None
+
+
+class TorchTrainer(ray.train.torch.TorchTrainer):
+    """Ray Train's ``TorchTrainer``, less its Ray Data machinery when a run has no datasets.
+
+    Ray Train 2.60 adds a ``DatasetsCallback`` to every run, which starts a ``DatasetManager``
+    actor (one more process per trial) and ships a Ray Data context to each worker, before the
+    workers may start the training function. Our runs feed their batches from the mixture
+    sampler, never from Ray Data, so a run without ``datasets`` leaves that callback out.
+    ``_create_default_callbacks`` is a private method of Ray's; should it change, the trainer
+    keeps whatever Ray builds."""
+
+    def _create_default_callbacks(self) -> list[Any]:
+        callbacks = super()._create_default_callbacks()
+        if self.datasets or _DatasetsCallback is None:
+            return callbacks
+        return [cb for cb in callbacks if not isinstance(cb, _DatasetsCallback)]
+
+
+class ReportRelay(UserCallback):
+    """Posts each of Ray Train's reports to the trial's mixture actor, where the trial's driver
+    takes them (:func:`run_trial`'s ``on_report``). Runs in Train's controller. What Tune's
+    ``TuneReportCallback`` does, without its queue actor and the driver's polling of it."""
+
+    def __init__(self, actor: Any):
+        self.actor = actor
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any | None
+    ) -> None:
+        # Synchronous: every report has landed before fit() returns. Rank 0's metrics, as
+        # Tune's callback sends.
+        ray.get(self.actor.post_report.remote(dict(metrics[0])))
+
+
+#: How long the driver waits on the actor for a report before it looks at the run again.
+RELAY_WAIT_S = 30.0
+
+
+def _fit_relaying(trainer: Any, actor: Any, on_report: Callable[[dict[str, Any]], None]) -> None:
+    """``trainer.fit()`` in a helper thread while this thread hands each report to
+    ``on_report`` (for Tune, ``tune.report`` in the trial's own thread). Re-raises what fit()
+    raised."""
+    failure: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(exc)
+        finally:
+            try:
+                actor.end_reports.remote()
+            except Exception:  # noqa: BLE001 - the actor is gone: the loop below sees it
+                pass
+
+    thread = threading.Thread(target=fit, name="train-fit", daemon=True)
+    thread.start()
+    ended = False
+    while not ended:
+        try:
+            reports, ended = ray.get(actor.take_reports.remote(RELAY_WAIT_S))
+        except ray.exceptions.RayActorError:
+            break  # the actor died: fit() fails, or has failed, on its own
+        for metrics in reports:
+            on_report(metrics)
+        ended = ended or (not thread.is_alive() and not reports)
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 DIVERGED = "diverged"  # the summary key a worker sets when the loss went non-finite
@@ -167,8 +246,12 @@ def run_trial(
     crash_at_step: int | None = None,
     crash_marker: str | None = None,
     trace_dir: str | None = None,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one trial on Ray Train and return its record (steps, evals, summary, options).
+
+    ``on_report`` is given the metrics of each of the run's reports (one per evaluation round),
+    in the calling thread, while the run goes on (the sweep passes ``tune.report``).
 
     Raises ``ray.train.TrainingFailedError`` (or the loop's own error) when the run fails past
     its retries. The Train run is named ``train-{trial_name}`` under ``storage_path``, so a
@@ -189,7 +272,7 @@ def run_trial(
         num_workers=placement.num_workers,
     )
     backend = "nccl" if placement.use_gpu else "gloo"
-    trainer = ray.train.torch.TorchTrainer(
+    trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "train": cfg.to_dict(),
@@ -208,12 +291,15 @@ def run_trial(
             storage_path=storage.normalize(storage_path),
             failure_config=ray.train.FailureConfig(max_failures=placement.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks or [],
+            callbacks=[*(callbacks or []), *([ReportRelay(actor)] if on_report else [])],
         ),
     )
     failure: BaseException | None = None
     try:
-        trainer.fit()
+        if on_report is None:
+            trainer.fit()
+        else:
+            _fit_relaying(trainer, actor, on_report)
     except Exception as exc:  # TrainingFailedError wraps the worker's own exception
         failure = exc
     record = ray.get(actor.export.remote())
