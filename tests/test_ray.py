@@ -396,6 +396,32 @@ def test_sweep_writes_results_resumes_and_analyzes(ray_cluster, tmp_path):
     assert all(Path(p).stat().st_size > 0 for p in report.plots)
 
 
+def test_asha_records_finished_trials_as_completed_and_stopped_ones_as_pruned(
+    ray_cluster, tmp_path
+):
+    # ASHA stops every trial at its last round (max_t) too; a trial that ran to the end must
+    # still be recorded as completed (its driver records it before Tune sees the last report),
+    # so the confirm phase can pick it.
+    from ado_ray.distributed.sweep import run_sweep
+
+    d = _tiny_study(str(tmp_path / "store"))
+    d["seeds"] = [0]
+    d["search"].update(
+        num_samples=4, scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2}
+    )
+    results = run_sweep(load_study(d))
+    trials = read_results(results, with_steps=False).trials
+    search = trials[trials.phase == "search"]
+    assert len(search) == 4 and set(search.status) <= {"completed", "pruned"}
+    done = search[search.status == "completed"]
+    pruned = search[search.status == "pruned"]
+    assert len(done) >= 1 and (done.steps == 24).all()
+    assert ((pruned.steps < 24) & (pruned.steps % 8 == 0)).all()  # stopped at a round's end
+    best = done.sort_values("val_loss_balanced").config_id.iloc[0]
+    confirm = trials[(trials.phase == "confirm") & (trials.arm == "ado")]
+    assert list(confirm.config_id) == [best]
+
+
 def test_a_lost_worker_is_the_clusters_fault_not_the_trials():
     import ray.exceptions
 

@@ -31,6 +31,7 @@ import ray
 from ray import tune
 
 from ado_ray import __version__, storage
+from ado_ray.data import load_corpus
 from ado_ray.distributed import placement
 from ado_ray.distributed.interrupts import StopSignals, StudyIncomplete
 from ado_ray.distributed.progress import StudyProgress
@@ -55,6 +56,7 @@ from ado_ray.schema import Budget, RunConfig
 from ado_ray.study import Study, dump_study, load_study
 from ado_ray.study.schema import SWARM_ARMS
 from ado_ray.swarm import fit_swarm, propose_mixture, sample_mixtures
+from ado_ray.train.config import run_total_steps
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +125,22 @@ def _driver(
         "started_at": _now(),
         "package_version": __version__,
     }
+    corpus = load_corpus(cfg.data.source, **cfg.data.options)
+    total_steps = run_total_steps(cfg, corpus)
+    last: list[dict[str, Any]] = []
+
+    def relay(metrics: dict[str, Any]) -> None:
+        # The run's last report waits until the trial is recorded: a scheduler may stop the
+        # trial on it (ASHA does at max_t), and a stopped driver is killed.
+        if int(metrics.get("step", -1)) >= total_steps:
+            last.append(metrics)
+        else:
+            tune.report(metrics)
+
     error: BaseException | None = None
     try:
         out = run_trial(
-            cfg, trial_name, ray_storage, _placement(study), on_report=tune.report
+            cfg, trial_name, ray_storage, _placement(study), corpus=corpus, on_report=relay
         )
         record["status"] = "completed"
     except TrialFailed as exc:
@@ -152,6 +166,8 @@ def _driver(
     )
     writer = ResultsWriter(results_uri, study.name)
     writer.add_trial(record, out.get("steps"), out.get("evals"))
+    if last:
+        tune.report(last[-1])
     if error is not None:
         raise error
 
@@ -423,15 +439,18 @@ def _record_stopped(
                 "error": None if result.error is None else describe_failure(result.error),
                 "hparams": _hparams(policy, options),
                 "metrics": {
-                    k: metrics.get(k)
-                    for k in (
-                        "val_loss_balanced",
-                        "val_loss_natural",
-                        "tokens_seen",
-                        "eval_tokens",
-                        "tokens_per_second",
-                    )
-                    if k in metrics
+                    **{
+                        k: metrics.get(k)
+                        for k in (
+                            "val_loss_balanced",
+                            "val_loss_natural",
+                            "tokens_seen",
+                            "eval_tokens",
+                            "tokens_per_second",
+                        )
+                        if k in metrics
+                    },
+                    **({"steps": metrics["step"]} if "step" in metrics else {}),
                 },
                 "domains": domains,
             },
