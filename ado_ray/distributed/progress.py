@@ -84,6 +84,7 @@ class StudyProgress(tune.Callback):
         self.trials: dict[str, TrialInfo] = {}
         self.finished: dict[str, dict[str, int]] = {}
         self.durations: list[float] = []
+        self.peak_running = 0  # trials seen running at once: the slots the study's ETA divides by
         self._lock = threading.Lock()
         self._live: Any = None
 
@@ -104,6 +105,7 @@ class StudyProgress(tune.Callback):
         phase, label, total = self.describe(trial.config or {})
         with self._lock:
             self.trials[trial.trial_id] = TrialInfo(label, phase, total)
+            self.peak_running = max(self.peak_running, len(self.trials))
         self._show(None)
 
     def on_trial_result(
@@ -156,7 +158,8 @@ class StudyProgress(tune.Callback):
         eta = None
         if self.durations:
             per = sorted(self.durations)[len(self.durations) // 2]
-            at_once = max(len(self.trials), 1)
+            # Not the trials running now: just after one ends, its slot is empty for a moment.
+            at_once = max(self.peak_running, 1)
             eta = per * eta_trials / at_once
         return "study: " + "; ".join(parts) + f"; ETA {_clock(eta)}"
 
