@@ -228,6 +228,72 @@ def test_the_actors_mailbox_hands_over_reports_in_order_and_says_when_the_run_en
     assert svc.take_reports(timeout=0) == ([], True)
 
 
+class _Direct:
+    """An actor handle stand-in: ``handle.method.remote(...)`` calls the method here."""
+
+    def __init__(self, obj):
+        self._obj = obj
+
+    def __getattr__(self, name):
+        return type("M", (), {"remote": staticmethod(getattr(self._obj, name))})
+
+
+class _Trainer:
+    """Stands in for TorchTrainer: fit() posts reports as Train's controller does."""
+
+    def __init__(self, svc, steps, error=None, pause=0.0):
+        self.svc, self.steps, self.error, self.pause, self.done = svc, steps, error, pause, False
+
+    def fit(self):
+        for step in self.steps:
+            time.sleep(self.pause)
+            self.svc.post_report({"step": step})
+        self.done = True
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def direct_relay(monkeypatch):
+    import ado_ray.distributed.trainer as trainer
+
+    monkeypatch.setattr(trainer.ray, "get", lambda value: value)
+    monkeypatch.setattr(trainer, "RELAY_WAIT_S", 0.01)  # many empty waits: the racy path
+    return trainer._fit_relaying
+
+
+def test_the_relay_hands_over_every_report_in_order_and_reraises_fits_error(direct_relay):
+    from ado_ray.distributed.actor import MixtureService
+
+    for error in (None, RuntimeError("worker failed")):
+        svc = MixtureService("uniform", 3, {}, 1)
+        got: list[int] = []
+        fake = _Trainer(svc, [4, 8, 12, 16], error=error, pause=0.02)
+        try:
+            direct_relay(fake, _Direct(svc), lambda m, got=got: got.append(m["step"]))
+        except RuntimeError as exc:
+            assert exc is error
+        else:
+            assert error is None
+        assert got == [4, 8, 12, 16]  # the last one too, posted as fit() returned
+
+
+def test_when_the_caller_fails_on_a_report_the_run_ends_before_the_error_is_raised(
+    direct_relay,
+):
+    from ado_ray.distributed.actor import MixtureService
+
+    svc = MixtureService("uniform", 3, {}, 1)
+    fake = _Trainer(svc, [4, 8, 12], pause=0.05)
+
+    def refuse(metrics):
+        raise ValueError("no more")
+
+    with pytest.raises(ValueError, match="no more"):
+        direct_relay(fake, _Direct(svc), refuse)
+    assert fake.done  # no training outlives the call
+
+
 # -- the loop ---------------------------------------------------------------------------------
 
 

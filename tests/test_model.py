@@ -42,3 +42,13 @@ def test_pretrained_checkpoint_loads_with_the_fused_activation(tmp_path):
     assert loaded.config.n_embd == 32  # the checkpoint's architecture, not the preset's
     ids = torch.randint(0, 80, (2, 64), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(_logits(loaded, ids), _logits(original, ids), rtol=1e-5, atol=1e-5)
+
+
+def test_a_checkpoint_with_another_activation_keeps_it(tmp_path):
+    config = GPT2Config(
+        vocab_size=80, n_positions=64, n_embd=32, n_layer=1, n_head=2, activation_function="gelu"
+    )
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    assert build_model("small", 64, 64, pretrained=str(tmp_path)).config.activation_function == (
+        "gelu"
+    )

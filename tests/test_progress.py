@@ -45,3 +45,29 @@ def test_the_study_eta_counts_the_trials_that_run_at_once():
     p.trials["t1"].started = time.monotonic() - 60
     p.on_trial_complete(0, [], a)
     assert out.getvalue().rstrip().endswith("[1/6 trials done, 1 running, ETA 2:30]")
+
+
+def test_near_the_end_the_eta_counts_no_more_slots_than_trials_left():
+    p, out = _progress()
+    trials = [_trial(f"t{i}", "uniform", i) for i in range(3)]
+    for t in trials:
+        p.on_trial_start(0, [], t)
+    for t in trials[:2]:
+        p.trials[t.trial_id].started = time.monotonic() - 60
+        p.on_trial_complete(0, [], t)
+    # Four trials left (one running) on three slots: 4 x 60 / 3 s.
+    assert out.getvalue().rstrip().endswith("[2/6 trials done, 1 running, ETA 1:20]")
+    # One trial left: one trial's time, although three slots were busy.
+    p.planned = {"confirm": 3}
+    assert p.study_line().endswith("ETA 1:00")
+
+
+def test_a_progress_pickled_by_an_older_version_restores():
+    # Tune keeps its callbacks in the experiment state that --resume restores.
+    p, _ = _progress()
+    state = p.__getstate__()
+    del state["peak_running"]
+    restored = StudyProgress.__new__(StudyProgress)
+    restored.__setstate__(state)
+    restored.on_trial_start(0, [], _trial("t1", "uniform", 0))
+    assert restored.peak_running == 1

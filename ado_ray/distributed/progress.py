@@ -97,6 +97,7 @@ class StudyProgress(tune.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("peak_running", len(self.trials))  # pickled by an older version
         self.out = sys.stdout
         self._lock = threading.Lock()
 
@@ -159,7 +160,8 @@ class StudyProgress(tune.Callback):
         if self.durations:
             per = sorted(self.durations)[len(self.durations) // 2]
             # Not the trials running now: just after one ends, its slot is empty for a moment.
-            at_once = max(self.peak_running, 1)
+            # (and no more slots than trials left).
+            at_once = max(min(self.peak_running, eta_trials), 1)
             eta = per * eta_trials / at_once
         return "study: " + "; ".join(parts) + f"; ETA {_clock(eta)}"
 

@@ -125,20 +125,21 @@ def _driver(
         "started_at": _now(),
         "package_version": __version__,
     }
-    corpus = load_corpus(cfg.data.source, **cfg.data.options)
-    total_steps = run_total_steps(cfg, corpus)
+    total_steps: int | None = None
     last: list[dict[str, Any]] = []
 
     def relay(metrics: dict[str, Any]) -> None:
         # The run's last report waits until the trial is recorded: a scheduler may stop the
         # trial on it (ASHA does at max_t), and a stopped driver is killed.
-        if int(metrics.get("step", -1)) >= total_steps:
+        if total_steps is not None and int(metrics.get("step", -1)) >= total_steps:
             last.append(metrics)
         else:
             tune.report(metrics)
 
     error: BaseException | None = None
     try:
+        corpus = load_corpus(cfg.data.source, **cfg.data.options)
+        total_steps = run_total_steps(cfg, corpus)
         out = run_trial(
             cfg, trial_name, ray_storage, _placement(study), corpus=corpus, on_report=relay
         )
@@ -166,10 +167,13 @@ def _driver(
     )
     writer = ResultsWriter(results_uri, study.name)
     writer.add_trial(record, out.get("steps"), out.get("evals"))
-    if last:
-        tune.report(last[-1])
     if error is not None:
-        raise error
+        raise error  # not after a last report: a scheduler's stop would swallow the error
+    if not last and total_steps is not None:
+        # A run resumed after its end reports nothing: Tune gets its final round from the record.
+        rounds = math.ceil(total_steps / cfg.training.eval_interval)
+        last.append({**metrics, "step": total_steps, "eval_round": rounds})
+    tune.report(last[-1])
 
 
 def _run_config(

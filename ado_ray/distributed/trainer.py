@@ -73,7 +73,7 @@ class TorchTrainer(ray.train.torch.TorchTrainer):
 
     def _create_default_callbacks(self) -> list[Any]:
         callbacks = super()._create_default_callbacks()
-        if self.datasets or _DatasetsCallback is None:
+        if getattr(self, "datasets", None) or _DatasetsCallback is None:
             return callbacks
         return [cb for cb in callbacks if not isinstance(cb, _DatasetsCallback)]
 
@@ -117,15 +117,25 @@ def _fit_relaying(trainer: Any, actor: Any, on_report: Callable[[dict[str, Any]]
 
     thread = threading.Thread(target=fit, name="train-fit", daemon=True)
     thread.start()
-    ended = False
-    while not ended:
-        try:
-            reports, ended = ray.get(actor.take_reports.remote(RELAY_WAIT_S))
-        except ray.exceptions.RayActorError:
-            break  # the actor died: fit() fails, or has failed, on its own
-        for metrics in reports:
-            on_report(metrics)
-        ended = ended or (not thread.is_alive() and not reports)
+    try:
+        while True:
+            # Once fit() has returned, every report is posted: one last look without waiting.
+            running = thread.is_alive()
+            try:
+                reports, ended = ray.get(
+                    actor.take_reports.remote(RELAY_WAIT_S if running else 0.0)
+                )
+            except ray.exceptions.RayActorError:
+                break  # the actor died: fit() fails, or has failed, on its own
+            for metrics in reports:
+                on_report(metrics)
+            if ended or not running:
+                break
+    except Exception:
+        # on_report failed. Nothing stops a fit() from here: let the run end before raising,
+        # so that no training outlives this call (a reused driver runs the next trial).
+        thread.join()
+        raise
     thread.join()
     if failure:
         raise failure[0]
@@ -251,7 +261,7 @@ def run_trial(
     """Run one trial on Ray Train and return its record (steps, evals, summary, options).
 
     ``on_report`` is given the metrics of each of the run's reports (one per evaluation round),
-    in the calling thread, while the run goes on (the sweep passes ``tune.report``).
+    in the calling thread, while the run goes on (the sweep passes ``tune.report``, holding back the last round).
 
     Raises ``ray.train.TrainingFailedError`` (or the loop's own error) when the run fails past
     its retries. The Train run is named ``train-{trial_name}`` under ``storage_path``, so a
@@ -306,7 +316,9 @@ def run_trial(
     record["domains"] = list(corpus.domains)
     record["entropy_rate"] = list(corpus.entropy_rate)
     record["seq_len"] = int(corpus.seq_len)
-    del actor  # the driver's handle was the actor's only owner: the actor goes with it
+    # The driver's handles (its own, and the trainer's report relay) were the actor's only
+    # owners: the actor goes with them.
+    del trainer, actor
     if failure is not None:
         raise TrialFailed(
             describe_failure(failure), record, infrastructure=is_infrastructure(failure)

@@ -15,8 +15,11 @@ log = logging.getLogger(__name__)
 #: GPT-2's activation is the tanh approximation of GELU (``gelu_new``). HF's ``gelu_new`` spells
 #: it out in five element-wise ops; ``gelu_pytorch_tanh`` is the same function as PyTorch's one
 #: fused kernel (``F.gelu(approximate="tanh")``): equal up to float rounding, and a tiny-preset
-#: CPU step about 18% faster (66 -> 54 ms, 4 alternating runs). Hub checkpoints get it too.
+#: CPU step about 18% faster (66 -> 54 ms, 4 alternating runs). A hub checkpoint whose config
+#: says ``gelu_new`` gets it too; any other activation is kept. (A run checkpointed before this
+#: choice resumes with it: equal up to rounding, not bit for bit.)
 ACTIVATION = "gelu_pytorch_tanh"
+_SAME_FUNCTION = "gelu_new"
 
 
 def model_config(
@@ -73,8 +76,11 @@ def build_model(
     reachable); the corpus must then use the GPT-2 tokenizer, so its vocabulary must fit.
     """
     if pretrained:
+        config = GPT2Config.from_pretrained(pretrained)
+        if config.activation_function == _SAME_FUNCTION:
+            config.activation_function = ACTIVATION
         model = GPT2LMHeadModel.from_pretrained(
-            pretrained, attn_implementation="sdpa", activation_function=ACTIVATION
+            pretrained, config=config, attn_implementation="sdpa"
         )
         if model.config.vocab_size < vocab_size:
             raise ValueError(
