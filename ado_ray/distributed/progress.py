@@ -159,8 +159,8 @@ class StudyProgress(tune.Callback):
         eta = None
         if self.durations:
             per = sorted(self.durations)[len(self.durations) // 2]
-            # Not the trials running now: just after one ends, its slot is empty for a moment.
-            # (and no more slots than trials left).
+            # The most trials seen running at once, not those running now (just after one
+            # ends, its slot is empty for a moment), and no more slots than trials left.
             at_once = max(min(self.peak_running, eta_trials), 1)
             eta = per * eta_trials / at_once
         return "study: " + "; ".join(parts) + f"; ETA {_clock(eta)}"

@@ -69,6 +69,11 @@ def _search_done(label: str) -> str:
     return f"search_done-{label}.json"
 
 
+def _eval_rounds(steps: int, eval_interval: int) -> int:
+    """The evaluation rounds (reports) of a run of ``steps``: ASHA's time unit."""
+    return math.ceil(steps / eval_interval)
+
+
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
@@ -169,9 +174,9 @@ def _driver(
     writer.add_trial(record, out.get("steps"), out.get("evals"))
     if error is not None:
         raise error  # not after a last report: a scheduler's stop would swallow the error
-    if not last and total_steps is not None:
+    if not last:  # total_steps is known: without it, the corpus failed and error was raised
         # A run resumed after its end reports nothing: Tune gets its final round from the record.
-        rounds = math.ceil(total_steps / cfg.training.eval_interval)
+        rounds = _eval_rounds(total_steps, cfg.training.eval_interval)
         last.append({**metrics, "step": total_steps, "eval_round": rounds})
     tune.report(last[-1])
 
@@ -348,7 +353,7 @@ def _run_search(
         scheduler = None
         if study.search.scheduler is not None:
             sch = study.search.scheduler
-            rounds = math.ceil(steps / study.training.eval_interval)
+            rounds = _eval_rounds(steps, study.training.eval_interval)
             scheduler = tune.schedulers.ASHAScheduler(
                 time_attr="eval_round",
                 max_t=rounds,
@@ -378,6 +383,17 @@ def _run_search(
         return
     _record_stopped(study, results_uri, ray_storage, grid, "search", label)
     storage.write_text_atomic(storage.join(results_uri, _search_done(label)), "{}\n")
+
+
+#: A stopped trial's last report key -> its results column.
+_STOPPED_METRICS = {
+    "val_loss_balanced": "val_loss_balanced",
+    "val_loss_natural": "val_loss_natural",
+    "tokens_seen": "tokens_seen",
+    "eval_tokens": "eval_tokens",
+    "tokens_per_second": "tokens_per_second",
+    "step": "steps",
+}
 
 
 def _record_stopped(
@@ -443,18 +459,9 @@ def _record_stopped(
                 "error": None if result.error is None else describe_failure(result.error),
                 "hparams": _hparams(policy, options),
                 "metrics": {
-                    **{
-                        k: metrics.get(k)
-                        for k in (
-                            "val_loss_balanced",
-                            "val_loss_natural",
-                            "tokens_seen",
-                            "eval_tokens",
-                            "tokens_per_second",
-                        )
-                        if k in metrics
-                    },
-                    **({"steps": metrics["step"]} if "step" in metrics else {}),
+                    column: metrics[key]
+                    for key, column in _STOPPED_METRICS.items()
+                    if key in metrics
                 },
                 "domains": domains,
             },

@@ -261,7 +261,8 @@ def run_trial(
     """Run one trial on Ray Train and return its record (steps, evals, summary, options).
 
     ``on_report`` is given the metrics of each of the run's reports (one per evaluation round),
-    in the calling thread, while the run goes on (the sweep passes ``tune.report``, holding back the last round).
+    in the calling thread, while the run goes on (the sweep passes ``tune.report``, holding
+    back the last round until the trial is recorded).
 
     Raises ``ray.train.TrainingFailedError`` (or the loop's own error) when the run fails past
     its retries. The Train run is named ``train-{trial_name}`` under ``storage_path``, so a
