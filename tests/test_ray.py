@@ -420,6 +420,11 @@ def test_asha_records_finished_trials_as_completed_and_stopped_ones_as_pruned(
     best = done.sort_values("val_loss_balanced").config_id.iloc[0]
     confirm = trials[(trials.phase == "confirm") & (trials.arm == "ado")]
     assert list(confirm.config_id) == [best]
+    # The stopped trials' placement groups were freed (or the sweep would have waited for their
+    # CPUs) by the sweep's janitor, not by a cleaner actor per run.
+    from ray.util.state import list_actors
+
+    assert not list_actors(filters=[("class_name", "=", "PlacementGroupCleaner")])
 
 
 def test_a_lost_worker_is_the_clusters_fault_not_the_trials():

@@ -34,6 +34,7 @@ from ado_ray import __version__, storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed import placement
 from ado_ray.distributed.interrupts import StopSignals, StudyIncomplete
+from ado_ray.distributed.janitor import start_janitor
 from ado_ray.distributed.progress import StudyProgress
 from ado_ray.distributed.runtime import init_ray
 from ado_ray.distributed.trainer import (
@@ -650,6 +651,8 @@ def run_sweep(
     if announce is not None:
         announce(checked.plan.text())
     resources = init_ray(address)
+    # Frees a stopped trial's placement group; this frame's handle keeps it for the sweep.
+    janitor = start_janitor()  # noqa: F841
     # Plan for what the autoscaler can add, not just the nodes up now (a fresh cluster is its head).
     cap = placement.plan_capacity(resources, ray.nodes(), placement.load_autoscaler_config())
     placement.require_driver_resource(cap.total)

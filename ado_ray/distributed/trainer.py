@@ -30,6 +30,7 @@ from ray.train import UserCallback
 from ado_ray import storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed.actor import NAMESPACE, RayMixture, actor_name, create_mixture_actor
+from ado_ray.distributed.janitor import cleaner_callback
 from ado_ray.policies import make_policy, register_policy, registered_policies
 from ado_ray.train.config import TrainConfig, resolve_policy_options
 from ado_ray.train.mixture import history_from_state
@@ -62,17 +63,21 @@ except ImportError:  # another Ray: its default callbacks are left as they are
 
 
 class TorchTrainer(ray.train.torch.TorchTrainer):
-    """Ray Train's ``TorchTrainer``, less its Ray Data machinery when a run has no datasets.
+    """Ray Train's ``TorchTrainer``, less two processes per run that our runs do not need.
 
-    Ray Train 2.60 adds a ``DatasetsCallback`` to every run, which starts a ``DatasetManager``
-    actor (one more process per trial) and ships a Ray Data context to each worker, before the
-    workers may start the training function. Our runs feed their batches from the mixture
-    sampler, never from Ray Data, so a run without ``datasets`` leaves that callback out.
+    - Ray Train 2.60 adds a ``DatasetsCallback`` to every run, which starts a ``DatasetManager``
+      actor and ships a Ray Data context to each worker, before the workers may start the
+      training function. Our runs feed their batches from the mixture sampler, never from Ray
+      Data, so a run without ``datasets`` leaves that callback out.
+    - Ray's placement-group cleaner, a detached actor per run, gives way to the sweep's one
+      janitor, or to none when the job's own driver runs the trial
+      (:func:`~ado_ray.distributed.janitor.cleaner_callback`).
+
     ``_create_default_callbacks`` is a private method of Ray's; should it change, the trainer
     keeps whatever Ray builds."""
 
     def _create_default_callbacks(self) -> list[Any]:
-        callbacks = super()._create_default_callbacks()
+        callbacks = cleaner_callback(super()._create_default_callbacks())
         if getattr(self, "datasets", None) or _DatasetsCallback is None:
             return callbacks
         return [cb for cb in callbacks if not isinstance(cb, _DatasetsCallback)]

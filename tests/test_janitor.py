@@ -1,0 +1,204 @@
+"""The sweep's placement-group janitor: its bookkeeping, and on Ray, that it frees the group of a
+killed controller (which Ray would otherwise keep until the job ends)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from ado_ray.distributed.janitor import PlacementGroupJanitor
+
+
+class _Cluster:
+    """Fake liveness and removal for the pure janitor."""
+
+    def __init__(self):
+        self.alive: dict[str, bool | None] = {}
+        self.removed: list[str] = []
+        self.broken: set[str] = set()
+
+    def is_alive(self, cid: str) -> bool | None:
+        return self.alive.get(cid, True)
+
+    def remove(self, group: str) -> None:
+        if group in self.broken:
+            raise RuntimeError("GCS unavailable")
+        self.removed.append(group)
+
+
+def _janitor() -> tuple[PlacementGroupJanitor, _Cluster]:
+    c = _Cluster()
+    return PlacementGroupJanitor(c.is_alive, c.remove), c
+
+
+def test_only_a_dead_controllers_group_is_removed_and_only_once():
+    j, c = _janitor()
+    j.watch("a", "pg-a")
+    j.watch("b", "pg-b")
+    assert j.check() == [] and c.removed == []
+    c.alive["a"] = False
+    assert j.check() == ["a"]
+    assert c.removed == ["pg-a"] and j.watching() == 1
+    assert j.check() == [] and c.removed == ["pg-a"]  # forgotten once removed
+
+
+def test_a_released_controller_is_left_alone_when_it_dies():
+    j, c = _janitor()
+    j.watch("a", "pg-a")
+    j.release("a")
+    c.alive["a"] = False
+    assert j.check() == [] and c.removed == [] and j.watching() == 0
+    j.release("never-watched")  # a run that shut down before its group started
+
+
+def test_unknown_liveness_waits_for_an_answer():
+    j, c = _janitor()
+    j.watch("a", "pg-a")
+    c.alive["a"] = None  # the State API did not answer: not a death
+    assert j.check() == [] and j.watching() == 1
+    c.alive["a"] = False
+    assert j.check() == ["a"] and c.removed == ["pg-a"]
+
+
+def test_a_restarted_worker_group_replaces_the_watched_group():
+    j, c = _janitor()
+    j.watch("a", "pg-1")
+    j.watch("a", "pg-2")  # Train restarted the worker group after a failure
+    c.alive["a"] = False
+    j.check()
+    assert c.removed == ["pg-2"]
+
+
+def test_a_failed_removal_does_not_stop_the_others():
+    j, c = _janitor()
+    j.watch("a", "pg-a")
+    j.watch("b", "pg-b")
+    c.broken.add("pg-a")
+    c.alive.update(a=False, b=False)
+    assert j.check() == ["b"] and c.removed == ["pg-b"]
+
+
+# --- on Ray ---------------------------------------------------------------------------------
+
+
+def _group_state(pg) -> str:
+    from ray.util.placement_group import placement_group_table
+
+    return placement_group_table(pg).get("state", "REMOVED")
+
+
+def _wait_for(predicate, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+@pytest.fixture
+def controller_cls(ray_cluster):
+    """Stands in for Train's controller: a non-detached actor that creates a placement group
+    and runs the janitor's callback as Train runs it."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class FakeController:
+        def __init__(self, janitor):
+            from ado_ray.distributed.janitor import JanitorCallback
+
+            self.cb = JanitorCallback(janitor) if janitor is not None else None
+            if self.cb is not None:
+                self.cb.after_controller_start(None)
+
+        def start_group(self):
+            from ray.util.placement_group import placement_group
+
+            pg = placement_group([{"CPU": 1}])
+            ray.get(pg.ready())
+            if self.cb is not None:
+                group = SimpleNamespace(
+                    get_worker_group_state=lambda: SimpleNamespace(
+                        placement_group_handle=SimpleNamespace(placement_group=pg)
+                    )
+                )
+                self.cb.after_worker_group_start(group)
+            return pg
+
+        def shut_down_cleanly(self):
+            self.cb.before_controller_abort()
+
+    return FakeController
+
+
+@pytest.mark.ray
+def test_a_killed_controllers_group_outlives_it_unless_the_janitor_watches(controller_cls):
+    import ray
+    from ray.util.placement_group import remove_placement_group
+
+    from ado_ray.distributed.janitor import start_janitor
+
+    # The premise: a group made by a non-detached actor is the job's, not the actor's.
+    bare = controller_cls.remote(None)
+    pg = ray.get(bare.start_group.remote())
+    ray.kill(bare)
+    time.sleep(3.0)  # longer than the janitor's interval
+    assert _group_state(pg) == "CREATED"
+    remove_placement_group(pg)
+
+    janitor = start_janitor()
+    watched = controller_cls.remote(janitor)
+    pg = ray.get(watched.start_group.remote())
+    assert ray.get(janitor.watching.remote()) == 1
+    ray.kill(watched)
+    assert _wait_for(lambda: _group_state(pg) == "REMOVED")
+    assert ray.get(janitor.watching.remote()) == 0
+
+    # A controller that shut down cleanly is released: its group is left to Train.
+    clean = controller_cls.remote(janitor)
+    pg = ray.get(clean.start_group.remote())
+    ray.get(clean.shut_down_cleanly.remote())
+    assert ray.get(janitor.watching.remote()) == 0
+    ray.kill(clean)
+    time.sleep(3.0)
+    assert _group_state(pg) == "CREATED"
+    remove_placement_group(pg)
+    ray.kill(janitor)
+
+
+@pytest.mark.ray
+def test_which_cleaner_a_run_gets(ray_cluster):
+    import ray
+    from ray.train.v2._internal.callbacks.placement_group_callback import (
+        PlacementGroupCleanerCallback,
+    )
+
+    from ado_ray.distributed.janitor import cleaner_callback, start_janitor
+
+    def names(callbacks) -> list[str]:
+        return [type(cb).__name__ for cb in callbacks]
+
+    defaults = [PlacementGroupCleanerCallback(), object()]
+    # Driven by the job's own driver (this test process): its group goes with the job.
+    assert names(cleaner_callback(list(defaults))) == ["object"]
+
+    @ray.remote(num_cpus=0)
+    def in_a_task():  # a task may be cancelled under its run, as an actor may be killed
+        return names(cleaner_callback([PlacementGroupCleanerCallback(), object()]))
+
+    @ray.remote(num_cpus=0)
+    class Driver:  # a Tune trial's driver is an actor
+        def cleaners(self):
+            cbs = cleaner_callback([PlacementGroupCleanerCallback(), object()])
+            return [type(cb).__name__ for cb in cbs]
+
+    driver = Driver.remote()
+    assert ray.get(driver.cleaners.remote()) == ["PlacementGroupCleanerCallback", "object"]
+    assert ray.get(in_a_task.remote()) == ["PlacementGroupCleanerCallback", "object"]
+    janitor = start_janitor()
+    assert ray.get(driver.cleaners.remote()) == ["object", "JanitorCallback"]
+    assert ray.get(in_a_task.remote()) == ["object", "JanitorCallback"]
+    ray.kill(janitor)
+    ray.kill(driver)
