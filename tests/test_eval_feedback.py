@@ -255,11 +255,11 @@ class _Trainer:
 
 @pytest.fixture
 def direct_relay(monkeypatch):
-    import ado_ray.distributed.trainer as trainer
+    import ado_ray.distributed.relay as relay
 
-    monkeypatch.setattr(trainer.ray, "get", lambda value: value)
-    monkeypatch.setattr(trainer, "RELAY_WAIT_S", 0.01)  # many empty waits: the racy path
-    return trainer._fit_relaying
+    monkeypatch.setattr(relay.ray, "get", lambda value: value)
+    monkeypatch.setattr(relay, "RELAY_WAIT_S", 0.01)  # many empty waits: the racy path
+    return relay.fit_relaying
 
 
 def test_the_relay_hands_over_every_report_in_order_and_reraises_fits_error(direct_relay):

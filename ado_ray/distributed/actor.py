@@ -14,7 +14,7 @@ of step ``d``. The client sends an evaluation synchronously, so it is always in 
 before the next step's observation is sent.
 
 The actor is also the trial's mailbox for Ray Train's reports: the controller posts each one
-(:class:`~ado_ray.distributed.trainer.ReportRelay`) and the trial's driver, blocked on
+(:class:`~ado_ray.distributed.relay.ReportRelay`) and the trial's driver, blocked on
 :meth:`MixtureService.take_reports`, passes it on to Tune. One call per report, where Tune's own
 relay adds an actor per trial that the driver polls five times a second.
 """

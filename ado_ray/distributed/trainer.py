@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,13 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import UserCallback
 
 from ado_ray import storage
 from ado_ray.data import load_corpus
 from ado_ray.distributed.actor import NAMESPACE, RayMixture, actor_name, create_mixture_actor
 from ado_ray.distributed.janitor import cleaner_callback
+from ado_ray.distributed.relay import ReportRelay, fit_relaying
+from ado_ray.distributed.torch_backend import TorchConfig
 from ado_ray.policies import make_policy, register_policy, registered_policies
 from ado_ray.train.config import TrainConfig, resolve_policy_options
 from ado_ray.train.mixture import history_from_state
@@ -63,7 +63,9 @@ except ImportError:  # another Ray: its default callbacks are left as they are
 
 
 class TorchTrainer(ray.train.torch.TorchTrainer):
-    """Ray Train's ``TorchTrainer``, less two processes per run that our runs do not need.
+    """Ray Train's ``TorchTrainer``, less two processes per run that our runs do not need, and
+    with a :class:`~ado_ray.distributed.torch_backend.TorchConfig` that keeps torch out of
+    Train's controller.
 
     - Ray Train 2.60 adds a ``DatasetsCallback`` to every run, which starts a ``DatasetManager``
       actor and ships a Ray Data context to each worker, before the workers may start the
@@ -76,74 +78,14 @@ class TorchTrainer(ray.train.torch.TorchTrainer):
     ``_create_default_callbacks`` is a private method of Ray's; should it change, the trainer
     keeps whatever Ray builds."""
 
+    def __init__(self, *args: Any, torch_config: Any = None, **kwargs: Any):
+        super().__init__(*args, torch_config=torch_config or TorchConfig(), **kwargs)
+
     def _create_default_callbacks(self) -> list[Any]:
         callbacks = cleaner_callback(super()._create_default_callbacks())
         if getattr(self, "datasets", None) or _DatasetsCallback is None:
             return callbacks
         return [cb for cb in callbacks if not isinstance(cb, _DatasetsCallback)]
-
-
-class ReportRelay(UserCallback):
-    """Posts each of Ray Train's reports to the trial's mixture actor, where the trial's driver
-    takes them (:func:`run_trial`'s ``on_report``). Runs in Train's controller. What Tune's
-    ``TuneReportCallback`` does, without its queue actor and the driver's polling of it."""
-
-    def __init__(self, actor: Any):
-        self.actor = actor
-
-    def after_report(
-        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any | None
-    ) -> None:
-        # Synchronous: every report has landed before fit() returns. Rank 0's metrics, as
-        # Tune's callback sends.
-        ray.get(self.actor.post_report.remote(dict(metrics[0])))
-
-
-#: How long the driver waits on the actor for a report before it looks at the run again.
-RELAY_WAIT_S = 30.0
-
-
-def _fit_relaying(trainer: Any, actor: Any, on_report: Callable[[dict[str, Any]], None]) -> None:
-    """``trainer.fit()`` in a helper thread while this thread hands each report to
-    ``on_report`` (for Tune, ``tune.report`` in the trial's own thread). Re-raises what fit()
-    raised."""
-    failure: list[BaseException] = []
-
-    def fit() -> None:
-        try:
-            trainer.fit()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            failure.append(exc)
-        finally:
-            try:
-                actor.end_reports.remote()
-            except Exception:  # noqa: BLE001 - the actor is gone: the loop below sees it
-                pass
-
-    thread = threading.Thread(target=fit, name="train-fit", daemon=True)
-    thread.start()
-    try:
-        while True:
-            # Once fit() has returned, every report is posted: one last look without waiting.
-            running = thread.is_alive()
-            try:
-                reports, ended = ray.get(
-                    actor.take_reports.remote(RELAY_WAIT_S if running else 0.0)
-                )
-            except ray.exceptions.RayActorError:
-                break  # the actor died: fit() fails, or has failed, on its own
-            for metrics in reports:
-                on_report(metrics)
-            if ended or not running:
-                break
-    except Exception:
-        # on_report failed. Nothing stops a fit() from here: let the run end before raising,
-        # so that no training outlives this call (a reused driver runs the next trial).
-        thread.join()
-        raise
-    thread.join()
-    if failure:
-        raise failure[0]
 
 
 DIVERGED = "diverged"  # the summary key a worker sets when the loss went non-finite
@@ -300,7 +242,7 @@ def run_trial(
             "crash_marker": crash_marker,
             "trace_dir": trace_dir,
         },
-        torch_config=ray.train.torch.TorchConfig(backend=backend),
+        torch_config=TorchConfig(backend=backend),
         scaling_config=placement.scaling_config(),
         run_config=ray.train.RunConfig(
             name=f"train-{trial_name}",
@@ -315,7 +257,7 @@ def run_trial(
         if on_report is None:
             trainer.fit()
         else:
-            _fit_relaying(trainer, actor, on_report)
+            fit_relaying(trainer, actor, on_report)
     except Exception as exc:  # TrainingFailedError wraps the worker's own exception
         failure = exc
     record = ray.get(actor.export.remote())
