@@ -165,7 +165,14 @@ def test_a_killed_controllers_group_outlives_it_unless_the_janitor_watches(contr
     time.sleep(3.0)
     assert _group_state(pg) == "CREATED"
     remove_placement_group(pg)
+
+    # A janitor that is gone costs the run its cleanup, not its life (as Ray's cleaner).
     ray.kill(janitor)
+    orphan = controller_cls.remote(janitor)
+    pg = ray.get(orphan.start_group.remote())
+    assert _group_state(pg) == "CREATED"
+    ray.kill(orphan)
+    remove_placement_group(pg)
 
 
 @pytest.mark.ray

@@ -152,8 +152,13 @@ def janitor_name() -> str:
 
 
 def start_janitor() -> Any:
-    """Start (or find) this job's janitor; the caller's handle keeps it alive."""
-    return Janitor.options(name=janitor_name(), namespace=NAMESPACE, get_if_exists=True).remote()
+    """Start (or find) this job's janitor; the caller's handle keeps it. It sits on the head
+    node, as Ray places its own cleaner: on a launched cluster it then never pins a spot or GPU
+    worker node, nor goes with one."""
+    head = {HEAD_NODE_RESOURCE_NAME: 0.001} if HEAD_NODE_RESOURCE_NAME else None
+    return Janitor.options(
+        name=janitor_name(), namespace=NAMESPACE, get_if_exists=True, resources=head
+    ).remote()
 
 
 def find_janitor() -> Any | None:
@@ -164,13 +169,14 @@ def find_janitor() -> Any | None:
         return None
 
 
-try:  # Ray Train's internal callback interfaces, as its own cleaner uses them
+try:  # Ray's internals, as its own cleaner uses them
+    from ray._common.constants import HEAD_NODE_RESOURCE_NAME
     from ray.train.v2._internal.callbacks.placement_group_callback import (
         PlacementGroupCleanerCallback,
     )
     from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
 except ImportError:  # another Ray: trainer.TorchTrainer keeps Ray's default callbacks
-    PlacementGroupCleanerCallback = None
+    HEAD_NODE_RESOURCE_NAME = PlacementGroupCleanerCallback = None
     ControllerCallback = WorkerGroupCallback = object
 
 
@@ -188,7 +194,10 @@ class JanitorCallback(ControllerCallback, WorkerGroupCallback):
     def after_worker_group_start(self, worker_group: Any) -> None:
         state = worker_group.get_worker_group_state()
         group = state.placement_group_handle.placement_group
-        ray.get(self._janitor.watch.remote(self._controller_id, group))
+        try:
+            ray.get(self._janitor.watch.remote(self._controller_id, group))
+        except ray.exceptions.RayActorError as exc:  # as Ray's cleaner: the run goes on
+            log.warning("no janitor for this run's placement group: %s", exc)
 
     async def before_controller_shutdown(self) -> None:
         self._release()
