@@ -80,6 +80,29 @@ def test_a_failed_removal_does_not_stop_the_others():
     assert j.check() == ["b"] and c.removed == ["pg-b"]
 
 
+def test_only_a_dead_record_is_a_death(monkeypatch):
+    import ray.util.state
+    from ray.util.state.exception import RayStateApiException
+
+    from ado_ray.distributed.janitor import _controller_alive
+
+    answers = {
+        "alive": SimpleNamespace(state="ALIVE"),
+        "restarting": SimpleNamespace(state="RESTARTING"),
+        "dead": SimpleNamespace(state="DEAD"),
+        "missing": None,  # a transient miss must not cost a live run its group
+    }
+
+    def get_actor(actor_id, timeout=None):
+        if actor_id == "down":
+            raise RayStateApiException("dashboard unavailable")
+        return answers[actor_id]
+
+    monkeypatch.setattr(ray.util.state, "get_actor", get_actor)
+    got = {cid: _controller_alive(cid) for cid in [*answers, "down"]}
+    assert got == {"alive": True, "restarting": True, "dead": False, "missing": None, "down": None}
+
+
 # --- on Ray ---------------------------------------------------------------------------------
 
 

@@ -21,6 +21,9 @@ cleanly; the janitor polls only while it watches something. Which cleaner a run 
 - a run driven by the job's own driver (``ado-ray train``, the benchmarks): none, since its
   group goes with the job, which is that very process;
 - a run in another actor or task with no janitor (someone's own Tune script): Ray's cleaner.
+
+It differs from Ray's cleaner in one respect: a controller the State API does not find is not
+taken for dead (see :func:`_controller_alive`).
 """
 
 from __future__ import annotations
@@ -103,8 +106,11 @@ def _controller_alive(controller_id: str) -> bool | None:
         state = get_actor(controller_id, timeout=QUERY_TIMEOUT_S)
     except RayStateApiException:
         return None
-    # As Ray's cleaner: an actor the State API does not know is gone.
-    return state is not None and state.state != "DEAD"
+    if state is None:
+        # Ray's cleaner takes this for a death. The GCS keeps dead actors' records, so a miss
+        # is far likelier a transient one, and removing a live run's group would kill the run.
+        return None
+    return state.state != "DEAD"
 
 
 def _remove_group(group: Any) -> None:
