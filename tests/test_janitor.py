@@ -71,6 +71,27 @@ def test_a_restarted_worker_group_replaces_the_watched_group():
     assert c.removed == ["pg-2"]
 
 
+def test_an_unexpected_error_is_an_unknown_not_the_end_of_the_watch(caplog):
+    from ado_ray.distributed.janitor import UNKNOWN_WARN_CHECKS
+
+    c = _Cluster()
+
+    def is_alive(cid):
+        if cid == "odd":
+            raise OSError("connection reset")
+        return c.is_alive(cid)
+
+    j = PlacementGroupJanitor(is_alive, c.remove)
+    j.watch("odd", "pg-odd")
+    j.watch("b", "pg-b")
+    c.alive["b"] = False
+    assert j.check() == ["b"] and j.watching() == 1
+    for _ in range(UNKNOWN_WARN_CHECKS):
+        j.check()
+    assert "pg-odd" not in c.removed
+    assert any(f"for {UNKNOWN_WARN_CHECKS} checks" in r.getMessage() for r in caplog.records)
+
+
 def test_a_failed_removal_does_not_stop_the_others():
     j, c = _janitor()
     j.watch("a", "pg-a")
@@ -171,7 +192,7 @@ def test_a_killed_controllers_group_outlives_it_unless_the_janitor_watches(contr
     assert _group_state(pg) == "CREATED"
     remove_placement_group(pg)
 
-    janitor = start_janitor()
+    janitor, _ = start_janitor()
     watched = controller_cls.remote(janitor)
     pg = ray.get(watched.start_group.remote())
     assert ray.get(janitor.watching.remote()) == 1
@@ -210,25 +231,29 @@ def test_which_cleaner_a_run_gets(ray_cluster):
     def names(callbacks) -> list[str]:
         return [type(cb).__name__ for cb in callbacks]
 
-    defaults = [PlacementGroupCleanerCallback(), object()]
+    def defaults():
+        return [0, PlacementGroupCleanerCallback(), object()]
+
     # Driven by the job's own driver (this test process): its group goes with the job.
-    assert names(cleaner_callback(list(defaults))) == ["object"]
+    assert names(cleaner_callback(defaults(), "any")) == ["int", "object"]
 
     @ray.remote(num_cpus=0)
-    def in_a_task():  # a task may be cancelled under its run, as an actor may be killed
-        return names(cleaner_callback([PlacementGroupCleanerCallback(), object()]))
+    def in_a_task(janitor):  # a task may be cancelled under its run, as an actor may be killed
+        return names(cleaner_callback(defaults(), janitor))
 
     @ray.remote(num_cpus=0)
     class Driver:  # a Tune trial's driver is an actor
-        def cleaners(self):
-            cbs = cleaner_callback([PlacementGroupCleanerCallback(), object()])
-            return [type(cb).__name__ for cb in cbs]
+        def cleaners(self, janitor):
+            return names(cleaner_callback(defaults(), janitor))
 
     driver = Driver.remote()
-    assert ray.get(driver.cleaners.remote()) == ["PlacementGroupCleanerCallback", "object"]
-    assert ray.get(in_a_task.remote()) == ["PlacementGroupCleanerCallback", "object"]
-    janitor = start_janitor()
-    assert ray.get(driver.cleaners.remote()) == ["object", "JanitorCallback"]
-    assert ray.get(in_a_task.remote()) == ["object", "JanitorCallback"]
-    ray.kill(janitor)
+    ray_s = ["int", "PlacementGroupCleanerCallback", "object"]
+    handle, name = start_janitor()
+    for janitor in (None, "pg-janitor-gone"):  # none named, or the named one is gone
+        assert ray.get(driver.cleaners.remote(janitor)) == ray_s
+        assert ray.get(in_a_task.remote(janitor)) == ray_s
+    ours = ["int", "JanitorCallback", "object"]  # in the cleaner's place
+    assert ray.get(driver.cleaners.remote(name)) == ours
+    assert ray.get(in_a_task.remote(name)) == ours
+    ray.kill(handle)
     ray.kill(driver)

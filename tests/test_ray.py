@@ -422,9 +422,11 @@ def test_asha_records_finished_trials_as_completed_and_stopped_ones_as_pruned(
     assert list(confirm.config_id) == [best]
     # The stopped trials' placement groups were freed (or the sweep would have waited for their
     # CPUs) by the sweep's janitor, not by a cleaner actor per run.
+    from ray.util.placement_group import placement_group_table
     from ray.util.state import list_actors
 
     assert not list_actors(filters=[("class_name", "=", "PlacementGroupCleaner")])
+    assert {g["state"] for g in placement_group_table().values()} <= {"REMOVED"}
 
 
 def test_a_lost_worker_is_the_clusters_fault_not_the_trials():

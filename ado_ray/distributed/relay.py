@@ -18,8 +18,9 @@ from ray.train import UserCallback
 
 class ReportRelay(UserCallback):
     """Posts each of Ray Train's reports to the trial's mixture actor, where the trial's driver
-    takes them (:func:`~ado_ray.distributed.trainer.run_trial`'s ``on_report``). Runs in Train's controller. What Tune's
-    ``TuneReportCallback`` does, without its queue actor and the driver's polling of it."""
+    takes them (:func:`~ado_ray.distributed.trainer.run_trial`'s ``on_report``). Runs in
+    Train's controller. What Tune's ``TuneReportCallback`` does, without its queue actor and
+    the driver's polling of it."""
 
     def __init__(self, actor: Any):
         self.actor = actor

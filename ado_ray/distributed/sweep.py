@@ -103,8 +103,10 @@ def _driver(
     results_uri: str,
     ray_storage: str,
     policies: dict[str, type] | None = None,
+    janitor: str | None = None,
 ) -> None:
-    """The Tune trial: one Ray Train run, then its results part."""
+    """The Tune trial: one Ray Train run, then its results part. ``janitor``: the name of the
+    sweep's placement-group janitor (:mod:`ado_ray.distributed.janitor`)."""
     for name, cls in (policies or {}).items():  # the caller's in-process registrations
         register_policy(name, cls, replace=True)
     study = load_study(study_dict)
@@ -147,7 +149,13 @@ def _driver(
         corpus = load_corpus(cfg.data.source, **cfg.data.options)
         total_steps = run_total_steps(cfg, corpus)
         out = run_trial(
-            cfg, trial_name, ray_storage, _placement(study), corpus=corpus, on_report=relay
+            cfg,
+            trial_name,
+            ray_storage,
+            _placement(study),
+            corpus=corpus,
+            on_report=relay,
+            janitor=janitor,
         )
         record["status"] = "completed"
     except TrialFailed as exc:
@@ -300,12 +308,13 @@ def _tune_run_config(name: str, ray_storage: str, callbacks: list[Any]) -> tune.
     )
 
 
-def _trainable(study: Study, results_uri: str, ray_storage: str) -> Any:
+def _trainable(study: Study, results_uri: str, ray_storage: str, janitor: str | None) -> Any:
     fn = tune.with_parameters(
         _driver,
         study_dict=study.to_dict(),
         results_uri=results_uri,
         ray_storage=ray_storage,
+        janitor=janitor,
         # Only the in-process registrations the study uses: another one may live in a module
         # the drivers cannot import.
         policies={
@@ -327,13 +336,14 @@ def _run_search(
     resume: bool,
     stop: StopSignals,
     callbacks: list[Any],
+    janitor: str | None,
 ) -> None:
     """Arm ``label``'s search: its own Optuna study and Tune experiment (``search-<label>``).
     Interrupted (``stop``), it marks nothing done and records nothing: ``--resume`` restores
     the experiment and runs its unfinished trials."""
     from ray.tune.search.optuna import OptunaSearch
 
-    trainable = _trainable(study, results_uri, ray_storage)
+    trainable = _trainable(study, results_uri, ray_storage, janitor)
     path = storage.join(ray_storage, f"search-{label}")
     if resume and tune.Tuner.can_restore(path):
         log.info("resuming the search of arm %s from %s", label, path)
@@ -521,11 +531,12 @@ def _run_grid(
     phase: str,
     stop: StopSignals,
     callbacks: list[Any],
+    janitor: str | None,
 ) -> None:
     """Run fixed trial ``specs`` (a grid: no search) as one Tune experiment of ``phase``."""
     attempt = sum(1 for n in storage.listdir(ray_storage) if n.startswith(phase))
     tuner = tune.Tuner(
-        _trainable(study, results_uri, ray_storage),
+        _trainable(study, results_uri, ray_storage, janitor),
         param_space={"spec": tune.grid_search(specs)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=conc,
@@ -652,7 +663,7 @@ def run_sweep(
         announce(checked.plan.text())
     resources = init_ray(address)
     # Frees a stopped trial's placement group; this frame's handle keeps it for the sweep.
-    janitor = start_janitor()  # noqa: F841
+    janitor_handle, janitor = start_janitor()  # noqa: F841
     # Plan for what the autoscaler can add, not just the nodes up now (a fresh cluster is its head).
     cap = placement.plan_capacity(resources, ray.nodes(), placement.load_autoscaler_config())
     placement.require_driver_resource(cap.total)
@@ -704,7 +715,16 @@ def run_sweep(
         callbacks.append(progress)
     try:
         return _run_phases(
-            study, checked, results_uri, ray_storage, writer, conc, resume, callbacks, planned
+            study,
+            checked,
+            results_uri,
+            ray_storage,
+            writer,
+            conc,
+            resume,
+            callbacks,
+            planned,
+            janitor,
         )
     finally:
         if progress is not None:
@@ -721,6 +741,7 @@ def _run_phases(
     resume: bool,
     callbacks: list[Any],
     planned: list[str],
+    janitor: str,
 ) -> str:
     corpus, steps = checked.corpus, checked.steps
     with StopSignals() as stop:
@@ -730,14 +751,25 @@ def _run_phases(
             planned += [sp["trial_name"] for sp in specs]
             todo = _pending(specs, writer.finished_trial_ids())
             if todo:
-                _run_grid(study, results_uri, ray_storage, conc, todo, "swarm", stop, callbacks)
+                _run_grid(
+                    study, results_uri, ray_storage, conc, todo, "swarm", stop, callbacks, janitor
+                )
                 writer.merge()
                 stop.check(results_uri)
             swarm = fit_swarm_results(study, results_uri, corpus)
         for label in study.searched_arms():
             if not storage.exists(storage.join(results_uri, _search_done(label))):
                 _run_search(
-                    study, label, results_uri, ray_storage, steps, conc, resume, stop, callbacks
+                    study,
+                    label,
+                    results_uri,
+                    ray_storage,
+                    steps,
+                    conc,
+                    resume,
+                    stop,
+                    callbacks,
+                    janitor,
                 )
                 writer.merge()
                 stop.check(results_uri)
@@ -745,7 +777,9 @@ def _run_phases(
         planned += [sp["trial_name"] for sp in specs]
         todo = _pending(specs, writer.finished_trial_ids())
         if todo:
-            _run_grid(study, results_uri, ray_storage, conc, todo, "confirm", stop, callbacks)
+            _run_grid(
+                study, results_uri, ray_storage, conc, todo, "confirm", stop, callbacks, janitor
+            )
         else:
             log.info("confirm phase: every trial is already recorded")
         writer.merge()

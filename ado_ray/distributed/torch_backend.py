@@ -2,7 +2,7 @@
 
 Ray's ``TorchConfig`` is defined in ``ray/train/torch/config.py``, which imports torch at the
 top. Train's controller unpickles the run's backend config (its callbacks and run context hold
-it), so every run's controller imported torch: about 2 s of CPU per trial, spent before the
+it), so every run's controller imported torch: 2-3 s of CPU per trial, spent before the
 controller starts the workers (measured on 2 cores: ``docs/architecture.md``). The controller
 only orchestrates; what needs torch runs on the workers.
 
@@ -30,14 +30,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray._common.utils import env_integer
 from ray.train.backend import Backend, BackendConfig
+from ray.train.constants import (
+    DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+    TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+)
 
 #: The backends whose process group this module sets up itself; others get Ray's backend.
 OWN_BACKENDS = ("gloo", "nccl")
 _RAY_TORCH_CONFIG = "ray.train.torch.config"
-# As ray.train.constants (not imported here: it is light, but the names are all we need).
-_SHUTDOWN_TIMEOUT_ENV = "TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S"
-_DEFAULT_SHUTDOWN_TIMEOUT_S = 30
 
 
 class _RayTorchFunction:
@@ -91,7 +93,9 @@ class _TorchBackend(Backend):
         futures = worker_group.execute_async(
             _RayTorchFunction("_shutdown_torch"), destroy_process_group=len(worker_group) > 1
         )
-        timeout_s = int(os.environ.get(_SHUTDOWN_TIMEOUT_ENV, _DEFAULT_SHUTDOWN_TIMEOUT_S))
+        timeout_s = env_integer(
+            TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
+        )
         try:
             ray.get(futures, timeout=timeout_s)
         except GetTimeoutError:

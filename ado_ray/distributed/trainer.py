@@ -78,11 +78,14 @@ class TorchTrainer(ray.train.torch.TorchTrainer):
     ``_create_default_callbacks`` is a private method of Ray's; should it change, the trainer
     keeps whatever Ray builds."""
 
-    def __init__(self, *args: Any, torch_config: Any = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, torch_config: Any = None, janitor: str | None = None, **kwargs: Any
+    ):
+        self.janitor = janitor  # the name of the sweep's placement-group janitor, if any
         super().__init__(*args, torch_config=torch_config or TorchConfig(), **kwargs)
 
     def _create_default_callbacks(self) -> list[Any]:
-        callbacks = cleaner_callback(super()._create_default_callbacks())
+        callbacks = cleaner_callback(super()._create_default_callbacks(), self.janitor)
         if getattr(self, "datasets", None) or _DatasetsCallback is None:
             return callbacks
         return [cb for cb in callbacks if not isinstance(cb, _DatasetsCallback)]
@@ -204,12 +207,16 @@ def run_trial(
     crash_marker: str | None = None,
     trace_dir: str | None = None,
     on_report: Callable[[dict[str, Any]], None] | None = None,
+    janitor: str | None = None,
 ) -> dict[str, Any]:
     """Run one trial on Ray Train and return its record (steps, evals, summary, options).
 
     ``on_report`` is given the metrics of each of the run's reports (one per evaluation round),
     in the calling thread, while the run goes on (the sweep passes ``tune.report``, holding
     back the last round until the trial is recorded).
+
+    ``janitor``: the name of the sweep's placement-group janitor, which frees the run's
+    placement group should its driver be killed (:mod:`ado_ray.distributed.janitor`).
 
     Raises ``ray.train.TrainingFailedError`` (or the loop's own error) when the run fails past
     its retries. The Train run is named ``train-{trial_name}`` under ``storage_path``, so a
@@ -244,6 +251,7 @@ def run_trial(
         },
         torch_config=TorchConfig(backend=backend),
         scaling_config=placement.scaling_config(),
+        janitor=janitor,
         run_config=ray.train.RunConfig(
             name=f"train-{trial_name}",
             storage_path=storage.normalize(storage_path),
