@@ -209,6 +209,35 @@ def test_the_actors_buffer_orders_events_and_waits_for_announced_evaluations():
     assert [r["step"] for r in svc.export()["steps"]] == list(range(16))
 
 
+@pytest.mark.parametrize("lag", [1, 2])
+def test_one_call_per_step_gets_the_weights_the_definition_gives(lag):
+    # A lead worker's per-step call: the observation of step t, then the weights of step
+    # t + lag, which may wait for the evaluation announced with it (sent after this call).
+    from ado_ray.distributed.actor import MixtureService
+
+    evs = events(steps=12, every=3, seed=5)
+    want = expected_weights(evs, lag)
+    svc = MixtureService("eval_chaser", 3, {}, lag)
+    got: dict[int, np.ndarray] = {}
+    calls: list[threading.Thread] = []
+    for e in evs:
+        if e[0] == "eval":
+            feed(svc, e)
+            continue
+        t = e[1]
+
+        def call(e=e, t=t):
+            got[t + lag] = svc.observe_then_weights(*e[1:], t + lag)
+
+        calls.append(threading.Thread(target=call))  # asynchronous, as the actor call is
+        calls[-1].start()
+    for th in calls:
+        th.join(timeout=60)
+    for t in range(lag, len(want)):
+        np.testing.assert_array_equal(got[t], want[t], err_msg=f"step {t}")
+    assert [r["step"] for r in svc.export()["steps"]] == list(range(12))
+
+
 def test_the_actors_mailbox_hands_over_reports_in_order_and_says_when_the_run_ended():
     from ado_ray.distributed.actor import MixtureService
 

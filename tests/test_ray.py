@@ -127,7 +127,7 @@ def test_eval_feedback_under_ray_is_what_the_plain_loop_computes(ray_cluster, tm
 
 
 class _FakeActor:
-    """Stands in for the mixture actor: counts the weight requests, answers at once."""
+    """Stands in for the mixture actor: counts the calls and weight requests, answers at once."""
 
     def __init__(self):
         import ray
@@ -135,13 +135,31 @@ class _FakeActor:
         outer = self
         self.requests: list[int] = []
         self.observed: list[int] = []
+        self.calls = 0
 
         class _Method:
             def __init__(self, fn):
-                self.remote = fn
+                def remote(*args):
+                    outer.calls += 1
+                    return fn(*args)
 
-        self.weights_for = _Method(lambda s: (outer.requests.append(s), ray.put([0.5, 0.5]))[1])
-        self.observe = _Method(lambda s, c, v, *_: (outer.observed.append(s), ray.put(None))[1])
+                self.remote = remote
+
+        def weights_for(step):
+            outer.requests.append(step)
+            return ray.put([0.5, 0.5])
+
+        def observe(step, *_):
+            outer.observed.append(step)
+            return ray.put(None)
+
+        def observe_then_weights(step, counts, losses, eval_follows, upcoming):
+            outer.observed.append(step)
+            return weights_for(upcoming)
+
+        self.weights_for = _Method(weights_for)
+        self.observe = _Method(observe)
+        self.observe_then_weights = _Method(observe_then_weights)
         self.state_dict = _Method(lambda: ray.put({"observed": list(outer.observed)}))
 
 
@@ -153,11 +171,14 @@ def test_the_client_asks_each_steps_weights_once_and_early(ray_cluster, lag):
     client = RayMixture(actor, rank=0, lag=lag)
     for step in range(10):
         client.weights(step)
+        before = actor.calls
         # Once step t is observed, steps t+1 .. t+lag are already asked for: with lag >= 2
         # the next step's answer has had a whole step to arrive.
         client.observe(step, [1, 1], [1.0, 1.0])
         assert set(range(step + 1, step + 1 + lag)) <= set(client._prefetch)
         assert len(client._prefetch) == lag
+        if step > 0:  # one call per step: the observation carries the request for t + lag
+            assert actor.calls - before == 1
     assert sorted(actor.requests) == list(range(10 + lag)) and len(set(actor.requests)) == 10 + lag
     assert client.state_dict() == {"observed": list(range(10))}
     assert client._sent == []  # a checkpoint waited for every observation it covers

@@ -125,6 +125,14 @@ class MixtureService:
                 )
             return self.ctl.weights_for(step)
 
+    def observe_then_weights(
+        self, step: int, counts: Any, losses: Any, eval_follows: bool, upcoming: int
+    ) -> np.ndarray:
+        """Step ``step``'s observation, then the weights of step ``upcoming``: a lead worker's
+        one call per step (half the calls of an observation and a request apart)."""
+        self.observe(step, counts, losses, eval_follows)
+        return self.weights_for(upcoming)
+
     def record_eval(self, row: dict[str, Any]) -> None:
         with self._cond:
             self.ctl.record_eval(row)
@@ -222,12 +230,17 @@ class RayMixture:
         return np.asarray(ray.get(ref), dtype=np.float64)
 
     def observe(self, step: int, counts: Any, losses: Any, eval_follows: bool = False) -> None:
-        self._track(
-            self.actor.observe.remote(
-                int(step), np.asarray(counts), np.asarray(losses), bool(eval_follows)
-            )
-        )
-        self.prefetch(step + 1)
+        """Send step ``step``'s observation, with the request for the weights of step
+        ``step + lag`` (which need it) in the same call."""
+        args = (int(step), np.asarray(counts), np.asarray(losses), bool(eval_follows))
+        upcoming = step + self.lag
+        self._ask(range(step + 1, upcoming))  # normally asked already
+        if upcoming in self._prefetch:
+            self._track(self.actor.observe.remote(*args))
+            return
+        ref = self.actor.observe_then_weights.remote(*args, upcoming)
+        self._prefetch[upcoming] = ref
+        self._track(ref)
 
     def observe_eval(self, step: int, val_losses: Any) -> None:
         """Synchronous: the evaluation after ``step`` steps is in the actor's buffer before the
@@ -237,7 +250,10 @@ class RayMixture:
     def prefetch(self, step: int) -> None:
         """Request the weights of steps ``step .. step + lag - 1`` (those not yet requested):
         called after step ``step - 1``, whose events are all the last of them needs."""
-        for s in range(step, step + self.lag):
+        self._ask(range(step, step + self.lag))
+
+    def _ask(self, steps: range) -> None:
+        for s in steps:
             if s not in self._prefetch:
                 self._prefetch[s] = self.actor.weights_for.remote(s)
 
