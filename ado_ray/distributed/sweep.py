@@ -336,14 +336,13 @@ def _run_search(
     resume: bool,
     stop: StopSignals,
     callbacks: list[Any],
-    janitor: str | None,
+    trainable: Any,
 ) -> None:
     """Arm ``label``'s search: its own Optuna study and Tune experiment (``search-<label>``).
     Interrupted (``stop``), it marks nothing done and records nothing: ``--resume`` restores
     the experiment and runs its unfinished trials."""
     from ray.tune.search.optuna import OptunaSearch
 
-    trainable = _trainable(study, results_uri, ray_storage, janitor)
     path = storage.join(ray_storage, f"search-{label}")
     if resume and tune.Tuner.can_restore(path):
         log.info("resuming the search of arm %s from %s", label, path)
@@ -531,12 +530,12 @@ def _run_grid(
     phase: str,
     stop: StopSignals,
     callbacks: list[Any],
-    janitor: str | None,
+    trainable: Any,
 ) -> None:
     """Run fixed trial ``specs`` (a grid: no search) as one Tune experiment of ``phase``."""
     attempt = sum(1 for n in storage.listdir(ray_storage) if n.startswith(phase))
     tuner = tune.Tuner(
-        _trainable(study, results_uri, ray_storage, janitor),
+        trainable,
         param_space={"spec": tune.grid_search(specs)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=conc,
@@ -724,7 +723,8 @@ def run_sweep(
             resume,
             callbacks,
             planned,
-            janitor,
+            # Built once for every phase (it ships the study to the object store once).
+            _trainable(study, results_uri, ray_storage, janitor),
         )
     finally:
         if progress is not None:
@@ -741,7 +741,7 @@ def _run_phases(
     resume: bool,
     callbacks: list[Any],
     planned: list[str],
-    janitor: str,
+    trainable: Any,
 ) -> str:
     corpus, steps = checked.corpus, checked.steps
     with StopSignals() as stop:
@@ -752,7 +752,15 @@ def _run_phases(
             todo = _pending(specs, writer.finished_trial_ids())
             if todo:
                 _run_grid(
-                    study, results_uri, ray_storage, conc, todo, "swarm", stop, callbacks, janitor
+                    study,
+                    results_uri,
+                    ray_storage,
+                    conc,
+                    todo,
+                    "swarm",
+                    stop,
+                    callbacks,
+                    trainable,
                 )
                 writer.merge()
                 stop.check(results_uri)
@@ -769,7 +777,7 @@ def _run_phases(
                     resume,
                     stop,
                     callbacks,
-                    janitor,
+                    trainable,
                 )
                 writer.merge()
                 stop.check(results_uri)
@@ -778,7 +786,15 @@ def _run_phases(
         todo = _pending(specs, writer.finished_trial_ids())
         if todo:
             _run_grid(
-                study, results_uri, ray_storage, conc, todo, "confirm", stop, callbacks, janitor
+                study,
+                results_uri,
+                ray_storage,
+                conc,
+                todo,
+                "confirm",
+                stop,
+                callbacks,
+                trainable,
             )
         else:
             log.info("confirm phase: every trial is already recorded")

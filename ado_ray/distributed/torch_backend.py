@@ -25,8 +25,9 @@ by name, so the workers run Ray's code. Deviations, and why:
 from __future__ import annotations
 
 import importlib
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
@@ -36,6 +37,8 @@ from ray.train.constants import (
     DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
     TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
 )
+
+log = logging.getLogger(__name__)
 
 #: The backends whose process group this module sets up itself; others get Ray's backend.
 OWN_BACKENDS = ("gloo", "nccl")
@@ -99,11 +102,7 @@ class _TorchBackend(Backend):
         try:
             ray.get(futures, timeout=timeout_s)
         except GetTimeoutError:
-            import logging
-
-            logging.getLogger(__name__).warning(
-                "torch process group shutdown timed out after %d seconds", timeout_s
-            )
+            log.warning("torch process group shutdown timed out after %d seconds", timeout_s)
 
 
 @dataclass
@@ -138,4 +137,4 @@ class TorchConfig(BackendConfig):
         return TrainingFramework.TORCH
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "init_method": self.init_method, "timeout_s": self.timeout_s}
+        return asdict(self)
