@@ -9,8 +9,13 @@ study="${1:-studies/quickstart.yaml}"
 extra=("${@:2}")
 # A second run continues (or just re-analyses) the study instead of refusing to overwrite it.
 [[ -d "ado_results/$(basename "$study" .yaml)" ]] && extra+=(--resume)
-# Progress (Ray's trial table) goes to the terminal; the sweep's last line is the results dir.
-results=$("$venv/bin/ado-ray" sweep "$study" "${extra[@]}" | tee /dev/stderr | tail -n 1)
+# The sweep's output goes to the terminal and to a temporary copy, whose last line is the results
+# dir. (Not `tee /dev/stderr`: that reopens stderr, so a run logged with `> log 2>&1` truncated
+# the log and left NUL bytes in it.)
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+"$venv/bin/ado-ray" sweep "$study" "${extra[@]}" | tee "$out"
+results=$(tail -n 1 "$out")
 "$venv/bin/ado-ray" analyze "$results"
 echo "results: $results"
 echo "report:  $results/analysis/report.md"
