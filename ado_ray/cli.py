@@ -120,7 +120,8 @@ def _format_summary(record: dict[str, Any]) -> str:
     rows.append(f"{'tokens_per_second':<22} {summary['tokens_per_second']:.0f}")
     rows.append(
         f"{'time split (s)':<22} data {summary['time_data_s']:.2f}, compute "
-        f"{summary['time_compute_s']:.2f}, policy wait {summary['time_policy_wait_s']:.2f}"
+        f"{summary['time_compute_s']:.2f}, policy wait {summary['time_policy_wait_s']:.2f}, "
+        f"eval {summary['time_eval_s']:.2f}, start-up {summary['time_startup_s']:.2f}"
     )
     return "\n".join(rows)
 

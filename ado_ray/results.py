@@ -99,6 +99,7 @@ TRIALS_FIELDS: tuple[pa.Field, ...] = (
     pa.field("time_compute_s", pa.float64()),
     pa.field("time_policy_wait_s", pa.float64()),
     pa.field("time_eval_s", pa.float64()),
+    pa.field("time_startup_s", pa.float64()),
     pa.field("num_domains", pa.int32()),
     pa.field("domains", pa.string()),
     pa.field("package_version", pa.string()),
@@ -128,6 +129,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "time_compute_s",
     "time_policy_wait_s",
     "time_eval_s",
+    "time_startup_s",
 )
 _INT_METRICS = frozenset({"tokens_seen", "eval_tokens", "steps", "seq_len"})
 

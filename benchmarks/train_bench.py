@@ -11,6 +11,9 @@ policies. Reported as medians with [min, max] spreads over the repetitions:
   training time each evaluation records, so start-up, compilation and evaluation are excluded;
 - ``fixed_overhead_s``: a Ray trial's wall time in the driver minus its own training and
   evaluation time: worker group, actor, process group, checkpoints and reports (target <= 8 s);
+  ``fixed_overhead_split_s`` splits it into ``startup`` (the record's ``time_startup_s``: the
+  training function's imports and build before its first step) and ``ray`` (the rest: Ray's
+  processes before the function starts, and the end of ``fit()``);
 - ``trials_per_minute``: Ray trials of this size finished per minute, one at a time;
 - ``tiny_cpu_tokens_per_s``: the tiny preset's training tokens/s in the plain loop.
 
@@ -118,6 +121,7 @@ def ray_figures(
     plain_tps: list[float] = []
     rates: dict[str, list[float]] = {p: [] for p in policies}
     overhead: list[float] = []
+    startup: list[float] = []
     walls: list[float] = []
     # A fresh storage path: Ray Train restores a run found under the same name and path.
     with tempfile.TemporaryDirectory(prefix="ado-bench-") as store:
@@ -132,6 +136,7 @@ def ray_figures(
                 s = rec["summary"]
                 rates[policy].append(steady_steps_per_second(rec))
                 overhead.append(wall - s["wall_seconds"])
+                startup.append(s["time_startup_s"])
                 walls.append(wall)
     ray.shutdown()
     uni = rates["uniform"]
@@ -143,6 +148,10 @@ def ray_figures(
         "tiny_cpu_tokens_per_s": round(statistics.median(plain_tps)),
         "ray_vs_plain": _spread([u / p for u, p in zip(uni, plain_rates)]),
         "fixed_overhead_s": _spread(overhead),
+        "fixed_overhead_split_s": {
+            "ray": _spread([o - u for o, u in zip(overhead, startup)]),
+            "startup": _spread(startup),
+        },
         "trials_per_minute": round(60 / statistics.median(walls), 2),
     }
     for policy in policies:

@@ -226,6 +226,7 @@ def make_trial(arm, phase, seed, hp, *, fail=False, t0=None, policy=None, offset
         "time_compute_s": 0.85 * wall,
         "time_policy_wait_s": 0.01 * wall if policy == "ado" else None,
         "time_eval_s": 0.04 * wall,
+        "time_startup_s": 3.5,
         "final_train_loss": float(np.nanmean(steps[-1]["train_loss"])),
         "seq_len": SEQ_LEN,
     }

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = {
     "eager_tokens_per_s", "eager_mfu", "eager_batch_size", "eager_peak_memory_gib",
     "compile_tokens_per_s", "compile_mfu", "compile_batch_size", "compile_peak_memory_gib",
-    "ray_vs_plain", "ado_vs_uniform", "fixed_overhead_s",
+    "ray_vs_plain", "ado_vs_uniform", "fixed_overhead_s", "fixed_overhead_split_s",
     "micro_sweep_trials", "micro_sweep_concurrent", "micro_sweep_wall_s",
 }  # fmt: skip
 
@@ -35,3 +35,7 @@ def test_gpu_bench_dry_run_prints_every_key_in_one_json_line():
     assert out["micro_sweep_trials"] == 2
     for key in ("ray_vs_plain", "ado_vs_uniform", "fixed_overhead_s"):
         assert set(out[key]) == {"median", "min", "max"}
+    split = out["fixed_overhead_split_s"]
+    # The worker's start-up (imports, build) is part of the overhead, and so is Ray's share.
+    assert 0 < split["startup"]["median"] < out["fixed_overhead_s"]["median"]
+    assert split["ray"]["median"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -154,6 +155,29 @@ def test_resume_continues_exactly(corpus, lag):
     same_history(resumed["steps"], full["steps"])
     assert [e["val_loss"] for e in resumed["evals"]] == [e["val_loss"] for e in full["evals"]]
     assert resumed["summary"]["tokens_seen"] == full["summary"]["tokens_seen"]
+
+
+def test_startup_time_counts_from_the_training_function_and_adds_up_over_restarts(corpus):
+    cfg = config()
+    states = []
+
+    def keep(metrics, state):
+        if state is not None:
+            states.append(serialise_state(state))
+
+    # As if the training function had spent 5 s (importing the loop) before calling it.
+    t0 = time.perf_counter()
+    full = run_training(cfg, corpus, runtime=Runtime(report=keep, started_at=t0 - 5.0))
+    call = time.perf_counter() - t0
+    s = full["summary"]
+    # The 5 s, plus the build before the first step: what the call spent outside the training
+    # steps and evaluations (wall_seconds).
+    assert 5.0 < s["time_startup_s"] <= 5.0 + call - s["wall_seconds"]
+    saved = states[1]["timing"]["startup"]
+    assert saved == pytest.approx(s["time_startup_s"])  # the first start, in every checkpoint
+    resumed = run_training(cfg, corpus, runtime=Runtime(resume_state=states[1]))
+    # The restart's own start-up (from its call: no started_at) adds to the saved one.
+    assert saved < resumed["summary"]["time_startup_s"] < saved + 5.0
 
 
 def test_history_from_a_checkpoint_is_the_run_up_to_it(corpus):

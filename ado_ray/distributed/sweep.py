@@ -745,25 +745,23 @@ def _run_phases(
 ) -> str:
     corpus, steps = checked.corpus, checked.steps
     with StopSignals() as stop:
-        swarm = None
-        if study.swarm is not None:
-            specs = swarm_specs(study, corpus, steps)
-            planned += [sp["trial_name"] for sp in specs]
+
+        def run_specs(specs: list[dict[str, Any]], phase: str) -> None:
+            """Plan ``specs`` and run those not recorded yet as one grid experiment."""
+            planned.extend(sp["trial_name"] for sp in specs)
             todo = _pending(specs, writer.finished_trial_ids())
             if todo:
                 _run_grid(
-                    study,
-                    results_uri,
-                    ray_storage,
-                    conc,
-                    todo,
-                    "swarm",
-                    stop,
-                    callbacks,
-                    trainable,
+                    study, results_uri, ray_storage, conc, todo, phase, stop, callbacks, trainable
                 )
-                writer.merge()
-                stop.check(results_uri)
+            else:
+                log.info("%s phase: every trial is already recorded", phase)
+            writer.merge()
+            stop.check(results_uri)
+
+        swarm = None
+        if study.swarm is not None:
+            run_specs(swarm_specs(study, corpus, steps), "swarm")
             swarm = fit_swarm_results(study, results_uri, corpus)
         for label in study.searched_arms():
             if not storage.exists(storage.join(results_uri, _search_done(label))):
@@ -781,25 +779,7 @@ def _run_phases(
                 )
                 writer.merge()
                 stop.check(results_uri)
-        specs = _confirm_specs(study, steps, best_configs(study, results_uri), swarm)
-        planned += [sp["trial_name"] for sp in specs]
-        todo = _pending(specs, writer.finished_trial_ids())
-        if todo:
-            _run_grid(
-                study,
-                results_uri,
-                ray_storage,
-                conc,
-                todo,
-                "confirm",
-                stop,
-                callbacks,
-                trainable,
-            )
-        else:
-            log.info("confirm phase: every trial is already recorded")
-        writer.merge()
-        stop.check(results_uri)
+        run_specs(_confirm_specs(study, steps, best_configs(study, results_uri), swarm), "confirm")
     finished = _finished_trials(study, results_uri, planned)
     total = len(planned) + sum(study.num_samples(label) for label in study.searched_arms())
     if finished < total:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,7 @@ def _load_state(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any] | Non
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The function every Ray Train worker runs."""
+    started = time.perf_counter()  # the loop's import counts as the trial's start-up
     # Imported here: the loop pulls in transformers, which the trial's driver does not need.
     from ado_ray.train.loop import Runtime, run_training
 
@@ -185,6 +187,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         report=report,
         resume_state=state,
         on_step=on_step,
+        started_at=started,
     )
     try:
         run_training(cfg, mixture=mixture, runtime=runtime)

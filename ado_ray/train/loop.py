@@ -50,7 +50,7 @@ ReportFn = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 
 #: The layout of the training checkpoint. Version 1 had no ``version`` nor ``eval_tokens``.
 CHECKPOINT_VERSION = 2
-TIMERS = ("data", "compute", "policy_wait", "eval", "wall")
+TIMERS = ("data", "compute", "policy_wait", "eval", "wall", "startup")
 
 
 @dataclass
@@ -68,7 +68,9 @@ class Runtime:
     resume_state: dict[str, Any] | None = None
     # Called with the step index before each step; tests use it to inject failures.
     on_step: Callable[[int], None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # time.perf_counter() when this process's training function began, before it imported the
+    # loop (a Ray Train worker): the start-up time counts from it. None: from run_training's call.
+    started_at: float | None = None
 
 
 @dataclass
@@ -535,6 +537,7 @@ def _summary(run: _Run, st: TrainState) -> dict[str, Any]:
         "time_compute_s": timing["compute"],
         "time_policy_wait_s": timing["policy_wait"],
         "time_eval_s": timing["eval"],
+        "time_startup_s": timing["startup"],
         "final_train_loss": st.train_loss,
         "passes": dict(zip(domains, map(float, run.sampler.passes))),
         "domains": domains,
@@ -554,11 +557,19 @@ def run_training(
     (:class:`~ado_ray.train.mixture.LocalMixture` by default, the Ray actor's client under Ray
     Train). Only rank 0 sends observations and checkpoints.
     """
-    run = _build(cfg, corpus, mixture, runtime or Runtime())
+    rt = runtime or Runtime()
+    entered = time.perf_counter() if rt.started_at is None else rt.started_at
+    run = _build(cfg, corpus, mixture, rt)
     st = _start(run)
     resumed_after_end = st.step >= run.total_steps
+    eval_before = st.timing["eval"]
     if st.step == 0:
         _evaluate(run, st)  # the untrained model: every curve starts from the same point
+    # This start's cost before its first step (the loop's imports under Ray Train, the corpus,
+    # the model, a restore), less the step-0 evaluation that time_eval_s counts. Checkpoints
+    # carry it, so a restarted run adds each start's.
+    this_start = time.perf_counter() - entered - (st.timing["eval"] - eval_before)
+    st.timing["startup"] = st.timing.get("startup", 0.0) + this_start
     run.model.train()
     interval = cfg.training.checkpoint_interval
     while st.step < run.total_steps:
