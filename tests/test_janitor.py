@@ -92,6 +92,25 @@ def test_an_unexpected_error_is_an_unknown_not_the_end_of_the_watch(caplog):
     assert any(f"for {UNKNOWN_WARN_CHECKS} checks" in r.getMessage() for r in caplog.records)
 
 
+def test_only_unknowns_in_a_row_are_warned_about(caplog):
+    from ado_ray.distributed.janitor import UNKNOWN_WARN_CHECKS
+
+    j, c = _janitor()
+    j.watch("a", "pg-a")
+    for _ in range(2):  # two spells of unknowns, each one short of the warning, an answer between
+        c.alive["a"] = None
+        for _ in range(UNKNOWN_WARN_CHECKS - 1):
+            j.check()
+        c.alive["a"] = True
+        j.check()
+    assert not any("checks" in r.getMessage() for r in caplog.records)
+    c.alive["a"] = None
+    for _ in range(UNKNOWN_WARN_CHECKS):
+        j.check()
+    assert any(f"for {UNKNOWN_WARN_CHECKS} checks" in r.getMessage() for r in caplog.records)
+    assert c.removed == [] and j.watching() == 1
+
+
 def test_a_failed_removal_does_not_stop_the_others():
     j, c = _janitor()
     j.watch("a", "pg-a")

@@ -96,6 +96,9 @@ class PlacementGroupJanitor:
                 alive = None
             if alive is None:
                 self._count_unknown(controller_id)
+            elif alive:
+                with self._lock:
+                    self._unknown.pop(controller_id, None)  # an answer ends a run of unknowns
             if alive is not False:
                 continue  # alive, or cannot tell: look again next time
             with self._lock:
