@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Tests must not write the user's Ray auth token, nor reach any hub.
@@ -12,7 +14,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("ADO_RAY_CACHE", tempfile.mkdtemp(prefix="ado-ray-test-cache-"))
+if "ADO_RAY_CACHE" not in os.environ:
+    # A private cache per session, removed at exit (each run used to leave one behind in /tmp).
+    os.environ["ADO_RAY_CACHE"] = tempfile.mkdtemp(prefix="ado-ray-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ADO_RAY_CACHE"], ignore_errors=True)
 
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
