@@ -172,7 +172,8 @@ def _driver(
     }
     if out.get("steps") and "steps" not in metrics:  # stopped early: what its history shows
         done = len(out["steps"])
-        metrics.update(steps=done, tokens_seen=done * cfg.training.batch_size * int(out.get("seq_len") or 0))
+        seq_len = int(out.get("seq_len") or 0)
+        metrics.update(steps=done, tokens_seen=done * cfg.training.batch_size * seq_len)
     record.update(
         hparams=_hparams(policy, resolved),
         domains=out.get("domains"),
@@ -298,16 +299,6 @@ def _sampler(study: Study) -> Any:
     )
 
 
-def _tune_run_config(name: str, ray_storage: str, callbacks: list[Any]) -> tune.RunConfig:
-    return tune.RunConfig(
-        name=name,
-        storage_path=ray_storage,
-        failure_config=tune.FailureConfig(max_failures=0),  # Train retries; a failure is final
-        verbose=0,  # the progress lines (ado_ray.distributed.progress) say what runs
-        callbacks=callbacks,
-    )
-
-
 def _trainable(study: Study, results_uri: str, ray_storage: str, janitor: str | None) -> Any:
     fn = tune.with_parameters(
         _driver,
@@ -326,28 +317,50 @@ def _trainable(study: Study, results_uri: str, ray_storage: str, janitor: str | 
     return tune.with_resources(fn, placement.driver_resources())
 
 
-def _run_search(
-    study: Study,
-    label: str,
-    results_uri: str,
-    ray_storage: str,
-    steps: int,
-    conc: int,
-    resume: bool,
-    stop: StopSignals,
-    callbacks: list[Any],
-    trainable: Any,
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Phases:
+    """What every phase of one sweep shares: its Tune experiments' settings and trainable."""
+
+    study: Study
+    results_uri: str
+    ray_storage: str
+    steps: int
+    conc: int  # trials at once
+    resume: bool
+    stop: StopSignals
+    callbacks: list[Any]
+    trainable: Any  # built once (it ships the study to the object store once)
+
+    def tune_config(self, **kw: Any) -> tune.TuneConfig:
+        return tune.TuneConfig(
+            max_concurrent_trials=self.conc,
+            trial_name_creator=TrialNamer(self.study.to_dict()),
+            trial_dirname_creator=_trial_dirname,
+            **kw,
+        )
+
+    def run_config(self, name: str) -> tune.RunConfig:
+        return tune.RunConfig(
+            name=name,
+            storage_path=self.ray_storage,
+            failure_config=tune.FailureConfig(max_failures=0),  # Train retries; failure is final
+            verbose=0,  # the progress lines (ado_ray.distributed.progress) say what runs
+            callbacks=self.callbacks,
+        )
+
+
+def _run_search(run: _Phases, label: str) -> None:
     """Arm ``label``'s search: its own Optuna study and Tune experiment (``search-<label>``).
-    Interrupted (``stop``), it marks nothing done and records nothing: ``--resume`` restores
-    the experiment and runs its unfinished trials."""
+    Interrupted (``run.stop``), it marks nothing done and records nothing: ``--resume``
+    restores the experiment and runs its unfinished trials."""
     from ray.tune.search.optuna import OptunaSearch
 
-    path = storage.join(ray_storage, f"search-{label}")
-    if resume and tune.Tuner.can_restore(path):
+    study, steps = run.study, run.steps
+    path = storage.join(run.ray_storage, f"search-{label}")
+    if run.resume and tune.Tuner.can_restore(path):
         log.info("resuming the search of arm %s from %s", label, path)
         tuner = tune.Tuner.restore(
-            path, trainable=trainable, resume_unfinished=True, resume_errored=False
+            path, trainable=run.trainable, resume_unfinished=True, resume_errored=False
         )
     else:
         space = _SearchSpace(study.to_dict(), label, study.search_seeds[0])
@@ -371,28 +384,25 @@ def _run_search(
                 reduction_factor=sch.reduction_factor,
             )
         tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
+            run.trainable,
+            tune_config=run.tune_config(
                 metric=study.metric,
                 mode=study.mode,
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=study.num_samples(label),
-                max_concurrent_trials=conc,
-                # A trial's driver imports Tune, Train, torch and transformers: seconds of CPU
-                # that a reused driver pays once per phase. Not with an early-stopping
-                # scheduler, whose stopped trials' drivers are better replaced.
+                # A trial's driver imports Tune, Train and torch: seconds of CPU that a reused
+                # driver pays once per phase. Not with an early-stopping scheduler, whose
+                # stopped trials' drivers are better replaced.
                 reuse_actors=scheduler is None,
-                trial_name_creator=TrialNamer(study.to_dict()),
-                trial_dirname_creator=_trial_dirname,
             ),
-            run_config=_tune_run_config(f"search-{label}", ray_storage, callbacks),
+            run_config=run.run_config(f"search-{label}"),
         )
     grid = tuner.fit()
-    if stop.received is not None:
+    if run.stop.received is not None:
         return
-    _record_stopped(study, results_uri, ray_storage, grid, "search", label)
-    storage.write_text_atomic(storage.join(results_uri, _search_done(label)), "{}\n")
+    _record_stopped(study, run.results_uri, run.ray_storage, grid, "search", label)
+    storage.write_text_atomic(storage.join(run.results_uri, _search_done(label)), "{}\n")
 
 
 #: A stopped trial's last report key -> its results column.
@@ -521,33 +531,19 @@ def best_configs(study: Study, results_uri: str) -> dict[str, list[dict[str, Any
     return out
 
 
-def _run_grid(
-    study: Study,
-    results_uri: str,
-    ray_storage: str,
-    conc: int,
-    specs: list[dict[str, Any]],
-    phase: str,
-    stop: StopSignals,
-    callbacks: list[Any],
-    trainable: Any,
-) -> None:
+def _run_grid(run: _Phases, specs: list[dict[str, Any]], phase: str) -> None:
     """Run fixed trial ``specs`` (a grid: no search) as one Tune experiment of ``phase``."""
-    attempt = sum(1 for n in storage.listdir(ray_storage) if n.startswith(phase))
+    attempt = sum(1 for n in storage.listdir(run.ray_storage) if n.startswith(phase))
     tuner = tune.Tuner(
-        trainable,
+        run.trainable,
         param_space={"spec": tune.grid_search(specs)},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=conc,
-            reuse_actors=True,  # one driver per slot for the whole phase (see _run_search)
-            trial_name_creator=TrialNamer(study.to_dict()),
-            trial_dirname_creator=_trial_dirname,
-        ),
-        run_config=_tune_run_config(f"{phase}-{attempt}", ray_storage, callbacks),
+        # One driver per slot for the whole phase (see _run_search).
+        tune_config=run.tune_config(reuse_actors=True),
+        run_config=run.run_config(f"{phase}-{attempt}"),
     )
     grid = tuner.fit()
-    if stop.received is None:
-        _record_stopped(study, results_uri, ray_storage, grid, phase)
+    if run.stop.received is None:
+        _record_stopped(run.study, run.results_uri, run.ray_storage, grid, phase)
 
 
 def _spec(
@@ -561,7 +557,10 @@ def _spec(
         "seed": int(seed),
         "options": options,
         "steps": steps,
-        "trial_name": f"{phase}-{cid}-s{seed}" if label == phase else f"{phase}-{label}-{cid}-s{seed}",
+        # The swarm phase's trials have the arm "swarm" too: the name says it once.
+        "trial_name": f"{phase}-{cid}-s{seed}"
+        if label == phase
+        else f"{phase}-{label}-{cid}-s{seed}",
     }
 
 
@@ -745,15 +744,16 @@ def _run_phases(
 ) -> str:
     corpus, steps = checked.corpus, checked.steps
     with StopSignals() as stop:
+        run = _Phases(
+            study, results_uri, ray_storage, steps, conc, resume, stop, callbacks, trainable
+        )
 
         def run_specs(specs: list[dict[str, Any]], phase: str) -> None:
             """Plan ``specs`` and run those not recorded yet as one grid experiment."""
             planned.extend(sp["trial_name"] for sp in specs)
             todo = _pending(specs, writer.finished_trial_ids())
             if todo:
-                _run_grid(
-                    study, results_uri, ray_storage, conc, todo, phase, stop, callbacks, trainable
-                )
+                _run_grid(run, todo, phase)
             else:
                 log.info("%s phase: every trial is already recorded", phase)
             writer.merge()
@@ -765,18 +765,7 @@ def _run_phases(
             swarm = fit_swarm_results(study, results_uri, corpus)
         for label in study.searched_arms():
             if not storage.exists(storage.join(results_uri, _search_done(label))):
-                _run_search(
-                    study,
-                    label,
-                    results_uri,
-                    ray_storage,
-                    steps,
-                    conc,
-                    resume,
-                    stop,
-                    callbacks,
-                    trainable,
-                )
+                _run_search(run, label)
                 writer.merge()
                 stop.check(results_uri)
         run_specs(_confirm_specs(study, steps, best_configs(study, results_uri), swarm), "confirm")
