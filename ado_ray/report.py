@@ -340,7 +340,7 @@ def _render_report(
         markdown_table(summary.astype(str)) if not summary.empty else "No trials recorded.\n",
     ]
     if failed is not None:
-        md += ["Failed trials:", "", markdown_table(failed)]
+        md += ["Failed or interrupted trials:", "", markdown_table(failed)]
     md += ["## Main comparison", "", intro, ""]
     md += [
         format_table(agg, "markdown") if not table.empty else "No completed trials to compare.\n"
@@ -370,7 +370,10 @@ def _render_report(
     ]
     body += ["<h2>Trials</h2>", summary.to_html(index=False, border=0, classes="table")]
     if failed is not None:
-        body += ["<p>Failed trials:</p>", failed.to_html(index=False, border=0, classes="table")]
+        body += [
+            "<p>Failed or interrupted trials:</p>",
+            failed.to_html(index=False, border=0, classes="table"),
+        ]
     body += ["<h2>Main comparison</h2>", f"<p>{e(intro).replace('**', '')}</p>"]
     if not table.empty:
         body += [
@@ -419,9 +422,11 @@ def _render_report(
 
 
 def _failed(trials: pd.DataFrame) -> pd.DataFrame | None:
+    """The trials that ended on an error, their own (failed) or the cluster's (interrupted),
+    with the error's last line."""
     if trials.empty:
         return None
-    bad = trials[trials["status"] == "failed"]
+    bad = trials[trials["status"].isin(["failed", "interrupted"])]
     if bad.empty:
         return None
     errors = (
@@ -435,6 +440,7 @@ def _failed(trials: pd.DataFrame) -> pd.DataFrame | None:
             "trial_id": bad["trial_id"].astype(str),
             "arm": bad["arm"].astype(str),
             "phase": bad["phase"].astype(str),
+            "status": bad["status"].astype(str),
             "error": errors,
         }
     )

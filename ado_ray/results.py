@@ -65,7 +65,8 @@ PARTS_DIR = "parts"
 #: Statuses after which a trial is not run again on ``--resume``. ``pruned`` covers trials an
 #: early-stopping scheduler ended (they are finished, just short).
 FINISHED_STATUSES = frozenset({"completed", "failed", "pruned"})
-# ``interrupted``: the driver or the actor died (a lost node, say); --resume runs it again.
+# ``interrupted``: the driver or the actor died (a lost node, say); --resume runs it again,
+# unless it was a search's (ado_ray.distributed.sweep.SEARCH_FINAL_STATUSES).
 KNOWN_STATUSES = FINISHED_STATUSES | {"running", "interrupted"}
 
 TS = pa.timestamp("us", tz="UTC")

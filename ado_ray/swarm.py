@@ -90,7 +90,9 @@ class SwarmFit:
 
     kind: str
     model: object
-    cv_spearman: float  # mean held-out rank correlation over the folds (NaN if not computable)
+    # Spearman correlation of the out-of-fold predictions with the metric, pooled over the
+    # folds (a fold of a small swarm holds too few mixtures to rank alone); NaN if constant.
+    cv_spearman: float
     folds: int
     n: int
 

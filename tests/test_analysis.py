@@ -434,3 +434,20 @@ def test_imports_go_one_way_and_analyze_has_one_entry_point():
     source = Path(A.__file__).read_text()
     assert "__main__" not in source and "argparse" not in source
     assert not hasattr(A, "main")
+
+
+def test_the_report_lists_trials_that_ended_on_an_error_their_own_or_the_clusters():
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d"],
+            "arm": ["ado", "ado", "uniform", "uniform"],
+            "phase": ["search", "search", "confirm", "confirm"],
+            "status": ["completed", "failed", "interrupted", "pruned"],
+            "error": [None, "Traceback ...\nFloatingPointError: non-finite", "node lost", None],
+        }
+    )
+    listed = Rep._failed(trials)
+    assert list(listed.trial_id) == ["b", "c"]
+    assert list(listed.status) == ["failed", "interrupted"]
+    assert list(listed.error) == ["FloatingPointError: non-finite", "node lost"]
+    assert Rep._failed(trials[trials.status == "completed"]) is None

@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 
 SWARM_FILE = "swarm.json"
+#: A search trial is final in any of these: the search does not run it again.
+SEARCH_FINAL_STATUSES = FINISHED_STATUSES | {"interrupted"}
 
 
 def _search_done(label: str) -> str:
@@ -458,12 +460,9 @@ def _record_stopped(
             # The driver recorded the trial itself (interrupted, with its history) and then
             # raised: that record stands.
             continue
-        # A search trial Tune reports errored is final (the restored search will not rerun
-        # it); a confirm trial whose driver died is run again by --resume.
-        if result.error is None:
-            status = "pruned"
-        else:
-            status = "failed" if phase == "search" else "interrupted"
+        # Its driver died: not the trial's own failure. --resume runs it again, unless it was a
+        # search's (final: the restored search does not rerun an errored trial).
+        status = "pruned" if result.error is None else "interrupted"
         metrics = result.metrics or {}
         saved = history_from_checkpoint(ray_storage, name) if domains else None
         saved = saved or {}
@@ -633,6 +632,24 @@ def _confirm_specs(
     return specs
 
 
+def study_meta(study: Study, corpus: Any, steps: int) -> dict[str, Any]:
+    """What meta.json records of a study besides its file: the run's shape, every arm's policy
+    (the swarm's too) and the search space of each arm the search phase tunes."""
+    return {
+        "seq_len": int(corpus.seq_len),
+        "total_steps": steps,
+        "domains": list(corpus.domains),
+        "arms": {
+            **{label: arm.policy for label, arm in study.arms.items()},
+            **({lb: "fixed" for lb in SWARM_ARMS} if study.swarm is not None else {}),
+        },
+        "search_spaces": {
+            label: {k: v.to_dict() for k, v in study.search_space(label).items()}
+            for label in study.searched_arms()
+        },
+    }
+
+
 def _pending(specs: list[dict[str, Any]], done: set[str]) -> list[dict[str, Any]]:
     return [sp for sp in specs if sp["trial_name"] not in done]
 
@@ -677,24 +694,7 @@ def run_sweep(
         node_resources=cap.nodes,
     )
     log.info("study %s: %d steps per trial, up to %d trials at once", study.name, steps, conc)
-    writer.write_meta(
-        dump_study(study),
-        __version__,
-        extra={
-            "seq_len": int(corpus.seq_len),
-            "total_steps": steps,
-            "domains": list(corpus.domains),
-            "arms": {
-                **{label: arm.policy for label, arm in study.arms.items()},
-                **({lb: "fixed" for lb in SWARM_ARMS} if study.swarm is not None else {}),
-            },
-            "search_spaces": {
-                label: {k: v.to_dict() for k, v in study.search_space(label).items()}
-                for label in study.arms
-                if study.arms[label].search
-            },
-        },
-    )
+    writer.write_meta(dump_study(study), __version__, extra=study_meta(study, corpus, steps))
     ray_storage = storage.join(results_uri, "ray")
     planned: list[str] = []
     callbacks: list[Any] = []
@@ -761,8 +761,20 @@ def _run_phases(
 
         swarm = None
         if study.swarm is not None:
-            run_specs(swarm_specs(study, corpus, steps), "swarm")
-            swarm = fit_swarm_results(study, results_uri, corpus)
+            specs = swarm_specs(study, corpus, steps)
+            run_specs(specs, "swarm")
+            # Fitted on all the swarm's trials or not yet: a fit on some of them would propose
+            # another mixture than the resumed study's, and both would stay in the results.
+            lost = {sp["trial_name"] for sp in specs} - writer.finished_trial_ids()
+            if lost:
+                log.warning(
+                    "swarm: %d of its %d trials did not finish; its mixtures are fitted and "
+                    "confirmed once --resume has run them",
+                    len(lost),
+                    len(specs),
+                )
+            else:
+                swarm = fit_swarm_results(study, results_uri, corpus)
         for label in study.searched_arms():
             if not storage.exists(storage.join(results_uri, _search_done(label))):
                 _run_search(run, label)
@@ -777,11 +789,14 @@ def _run_phases(
 
 
 def _finished_trials(study: Study, results_uri: str, names: list[str]) -> int:
-    """Planned trials that finished: search trials (completed, failed or pruned) up to each
-    arm's budget, and the swarm's and confirm phase's trials by name."""
+    """Planned trials that finished: search trials up to each arm's budget, and the swarm's
+    and confirm phase's trials by name. A search's trials are final once it ends, interrupted
+    ones too (Train has retried them, and Optuna has moved on: a lost sample)."""
     trials = read_results(results_uri, with_steps=False).trials
+    search = trials[
+        (trials.phase == "search") & trials.status.isin(sorted(SEARCH_FINAL_STATUSES))
+    ]
     done = trials[trials.status.isin(sorted(FINISHED_STATUSES))]
-    search = done[done.phase == "search"]
     count = sum(
         min(int((search.arm == label).sum()), study.num_samples(label))
         for label in study.searched_arms()
