@@ -731,7 +731,11 @@ def distribution(spec: Mapping[str, Any]) -> Any:
     if kind == "int":
         step = 1 if log else int(spec.get("step") or 1)
         return od.IntDistribution(int(spec["low"]), int(spec["high"]), log=log, step=step)
-    raise ValueError(f"unknown distribution type {kind!r}")
+    from ado_ray.study.schema import DISTRIBUTION_TYPES
+
+    raise ValueError(
+        f"search space: type {kind!r} is unknown; allowed: {', '.join(DISTRIBUTION_TYPES)}"
+    )
 
 
 def _py(value: Any) -> Any:

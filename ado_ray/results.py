@@ -209,7 +209,8 @@ def _opt_float(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _opt_int(value: Any) -> int | None:
+def _opt_int(value: Any, field: str) -> int | None:
+    """``value`` as an int (None for None or NaN); ``field`` names it in the error."""
     value = _scalar(value)
     if value is None:
         return None
@@ -217,13 +218,13 @@ def _opt_int(value: Any) -> int | None:
         if math.isnan(value):
             return None
         if not value.is_integer():
-            raise ValueError(f"expected an integer, got {value!r}")
+            raise ValueError(f"results: {field}: got {value!r}; allowed: an integer")
     return int(value)
 
 
-def _timestamp(value: Any) -> _dt.datetime | None:
+def _timestamp(value: Any, field: str) -> _dt.datetime | None:
     """datetime / pandas Timestamp / numpy datetime64 / ISO string / epoch seconds -> aware
-    UTC datetime."""
+    UTC datetime; ``field`` names it in the error."""
     if isinstance(value, np.datetime64):
         value = None if np.isnat(value) else pd.Timestamp(value)
     value = _scalar(value)
@@ -234,11 +235,17 @@ def _timestamp(value: Any) -> _dt.datetime | None:
             return None
         return _dt.datetime.fromtimestamp(float(value), tz=_dt.timezone.utc)
     if isinstance(value, str):
-        value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        try:
+            value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass  # refused below, with the field's name
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
     if not isinstance(value, _dt.datetime):
-        raise ValueError(f"cannot read a timestamp from {value!r}")
+        raise ValueError(
+            f"results: {field}: got {value!r:.80}; allowed: a datetime, an ISO 8601 string or "
+            "epoch seconds"
+        )
     if value.tzinfo is None:
         return value.replace(tzinfo=_dt.timezone.utc)
     return value.astimezone(_dt.timezone.utc)
@@ -320,10 +327,12 @@ def _as_list(value: Any, k: int, what: str, step: Any) -> list[Any]:
     return seq
 
 
-def _required_step(row: Mapping[str, Any]) -> int:
-    step = _opt_int(row.get("step"))
+def _required_step(trial_id: str, row: Mapping[str, Any]) -> int:
+    step = _opt_int(row.get("step"), f"trial {trial_id}: step")
     if step is None:
-        raise ValueError(f"results: a history row has no step: {dict(row)!r:.200}")
+        raise ValueError(
+            f"results: trial {trial_id}: a history row has no step: {dict(row)!r:.200}"
+        )
     return step
 
 
@@ -339,12 +348,12 @@ def steps_table(
     k = len(domains)
     cols: dict[str, list[Any]] = {name: [] for name in STEPS_COLUMNS}
     for row in steps:
-        step = _required_step(row)
+        step = _required_step(trial_id, row)
         weights = _as_list(row.get("weights"), k, "weights", step)
         counts = _as_list(row.get("counts"), k, "counts", step)
         losses = _as_list(row.get("train_loss"), k, "train_loss", step)
         for i, name in enumerate(domains):
-            count = _opt_int(counts[i])
+            count = _opt_int(counts[i], f"step {step}: counts")
             loss = _opt_float(losses[i])
             if count == 0:
                 loss = None
@@ -393,7 +402,7 @@ def diagnostics_table(
     k = len(domains)
     cols: dict[str, list[Any]] = {name: [] for name in DIAGNOSTICS_COLUMNS}
     for row in steps:
-        step = _required_step(row)
+        step = _required_step(trial_id, row)
         diag = _step_diagnostics(row, k, step)
         for name in sorted(diag):  # the merged files' order: step, name, domain
             for i, domain in enumerate(domains):
@@ -441,8 +450,8 @@ def evals_table(
     k = len(domains)
     cols: dict[str, list[Any]] = {name: [] for name in EVALS_COLUMNS}
     for row in evals:
-        step = _required_step(row)
-        tokens = _opt_int(row.get("tokens_seen"))
+        step = _required_step(trial_id, row)
+        tokens = _opt_int(row.get("tokens_seen"), f"step {step}: tokens_seen")
         losses = _as_list(row.get("val_loss"), k, "val_loss", step)
         entropy = _as_list(row.get("entropy_rate"), k, "entropy_rate", step)
         for i, name in enumerate(domains):
@@ -520,18 +529,18 @@ def trial_table(
             if record.get("config_id") is not None
             else config_id(str(arm), hparams)
         ),
-        "seed": _opt_int(record.get("seed")),
+        "seed": _opt_int(record.get("seed"), f"trial {trial_id}: seed"),
         "status": status,
         "error": None if record.get("error") is None else str(record["error"])[:_MAX_ERROR_CHARS],
         "num_domains": None if domains is None else len(domains),
         "domains": None if domains is None else json.dumps(domains),
         "package_version": str(record.get("package_version") or package_version or "") or None,
-        "started_at": _timestamp(record.get("started_at")),
-        "finished_at": _timestamp(record.get("finished_at")),
+        "started_at": _timestamp(record.get("started_at"), f"trial {trial_id}: started_at"),
+        "finished_at": _timestamp(record.get("finished_at"), f"trial {trial_id}: finished_at"),
     }
     for name in METRIC_COLUMNS:
         if name in _INT_METRICS:
-            values[name] = _opt_int(metric(name))
+            values[name] = _opt_int(metric(name), f"trial {trial_id}: metrics.{name}")
         else:
             values[name] = _opt_float(metric(name))
     _derive_metrics(values, domains, evals)

@@ -451,3 +451,9 @@ def test_the_report_lists_trials_that_ended_on_an_error_their_own_or_the_cluster
     assert list(listed.status) == ["failed", "interrupted"]
     assert list(listed.error) == ["FloatingPointError: non-finite", "node lost"]
     assert Rep._failed(trials[trials.status == "completed"]) is None
+
+
+def test_an_unknown_search_space_type_is_refused_with_the_allowed_ones():
+    assert A.distribution({"type": "int", "low": 1, "high": 9, "step": 2}).step == 2
+    with pytest.raises(ValueError, match="'normal' is unknown; allowed: uniform, loguniform, int"):
+        A.distribution({"type": "normal"})

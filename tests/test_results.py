@@ -664,3 +664,25 @@ def test_merging_version_1_results_writes_version_2(tmp_path):
             getattr(before, frame).reset_index(drop=True),
         )
     assert len(after.diagnostics) == len(_expected_v1_laws(trials))
+
+
+@pytest.mark.parametrize(
+    "record, field",
+    [
+        ({"seed": 1.5}, "trial t1: seed: got 1.5; allowed: an integer"),
+        ({"metrics": {"steps": 2.5}}, "trial t1: metrics.steps: got 2.5; allowed: an integer"),
+        ({"started_at": [1]}, "trial t1: started_at: got [1]; allowed: a datetime"),
+        ({"finished_at": "yesterday"}, "trial t1: finished_at: got 'yesterday'; allowed:"),
+    ],
+)
+def test_a_bad_trial_value_is_refused_naming_its_field(record, field):
+    with pytest.raises(ValueError, match=re.escape(field)):
+        R.trial_table({"trial_id": "t1", **record}, "study", "0")
+
+
+def test_a_bad_history_value_is_refused_naming_its_trial_and_step():
+    with pytest.raises(ValueError, match=re.escape("trial t1: step: got 0.5; allowed: an integer")):
+        R.steps_table("t1", ["a"], [{"step": 0.5, "weights": [1.0], "counts": [1]}])
+    row = {"step": 3, "weights": [1.0], "counts": [1.5], "train_loss": [2.0]}
+    with pytest.raises(ValueError, match=re.escape("step 3: counts: got 1.5")):
+        R.steps_table("t1", ["a"], [row])

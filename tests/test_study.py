@@ -405,6 +405,9 @@ def test_arm_options_merge_and_reject():
         s.arm_options("ado", {"warmup_steps": 5})  # fixed, not searched
     with pytest.raises(StudyError, match="gamma1"):
         s.arm_options("ado", {"gamma1": 2.0})
+    # A value the policy allows, outside the arm's space.
+    with pytest.raises(StudyError, match=r"search.gamma1: .*allowed: loguniform in \[0.01, 1\]"):
+        s.arm_options("ado", {"gamma1": 0.005})
     assert s.default_arm_options("ado")["gamma1"] == 0.1
     no_ado = load_study({"name": "x", "arms": {"uniform": {}}})
     with pytest.raises(StudyError, match="arm 'ado'"):

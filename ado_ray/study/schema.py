@@ -26,6 +26,7 @@ from ado_ray.schema import (
     TrainingSpec,
     _is_int,
     _is_number,
+    _num,
     _show,
 )
 
@@ -115,6 +116,15 @@ class ParamSpec:
                 name, int(self.low), int(self.high), step=self.step or 1, log=self.log
             )
         return trial.suggest_categorical(name, list(self.choices or ()))
+
+    def describe(self) -> str:
+        """The space in words, for error messages: ``uniform in [0.05, 0.5]``."""
+        if self.type == "categorical":
+            return f"one of {list(self.choices or ())!r}"
+        text = f"{self.type} in [{_num(self.low)}, {_num(self.high)}]"
+        if self.type == "int" and (self.step or 1) != 1:
+            text += f", step {self.step}"
+        return text
 
     def contains(self, value: Any) -> bool:
         if self.type == "categorical":

@@ -29,6 +29,11 @@ def arm_options(
                 f"arms.{label}.search.{key}: sampled value {_show(value)} for an option that is "
                 f"not searched; allowed keys: {', '.join(arm.search) or '(none)'}"
             )
+        elif not arm.search[key].contains(value):
+            errors.append(
+                f"arms.{label}.search.{key}: sampled value {_show(value)} is outside the "
+                f"search space; allowed: {arm.search[key].describe()}"
+            )
         elif not declared[key].contains(value):
             errors.append(
                 f"arms.{label}.search.{key}: got {_show(value)}; allowed: "
