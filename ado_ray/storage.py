@@ -7,6 +7,7 @@ nodes share an object store.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import uuid
@@ -96,9 +97,14 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
             out.write(data)
         return
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fs.open_output_stream(tmp) as out:
-        out.write(data)
-    fs.move(tmp, path)
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk, say: leave no half-written sibling
+            fs.delete_file(tmp)
+        raise
 
 
 def read_bytes(uri: str) -> bytes:

@@ -406,3 +406,14 @@ def test_unknown_source_and_options():
         load_corpus("synthetic", vocab=10)
     with pytest.raises(ValueError, match="needs option"):
         load_corpus("hf")
+
+
+def test_a_cache_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
+    from ado_ray.data import cache
+
+    path = str(tmp_path / "meta.json")
+    cache._atomic_write_json(path, {"format": 1})
+    with pytest.raises(TypeError):
+        cache._atomic_write_json(path, {"format": object()})  # fails halfway through the dump
+    assert json.loads(open(path).read()) == {"format": 1}
+    assert os.listdir(tmp_path) == ["meta.json"]

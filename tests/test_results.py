@@ -686,3 +686,11 @@ def test_a_bad_history_value_is_refused_naming_its_trial_and_step():
     row = {"step": 3, "weights": [1.0], "counts": [1.5], "train_loss": [2.0]}
     with pytest.raises(ValueError, match=re.escape("step 3: counts: got 1.5")):
         R.steps_table("t1", ["a"], [row])
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_sibling(tmp_path):
+    target = tmp_path / "taken"
+    (target / "child").mkdir(parents=True)  # a non-empty directory: the rename must fail
+    with pytest.raises(OSError):
+        storage.write_text_atomic(str(target), "text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

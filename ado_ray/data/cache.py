@@ -15,12 +15,14 @@ readers that already memory-mapped a file keep the old inode. Re-loads memory-ma
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 import numpy as np
 
@@ -75,30 +77,31 @@ def entry_path(cache_dir: str | None, source: str, data: dict[str, Any]) -> str:
     return os.path.join(root, f"{source}-{cache_key(data)}")
 
 
-def _atomic_save_npy(path: str, array: np.ndarray) -> None:
+@contextlib.contextmanager
+def _atomic_file(path: str, mode: str) -> Iterator[IO[Any]]:
+    """A temporary sibling of ``path`` to write; synced and renamed over ``path`` when the block
+    ends (readers see the old file or the new one), removed if it raises. Local files only:
+    a cache entry can be large, so it is streamed, not built in memory."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array))
+        with open(tmp, mode) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _atomic_save_npy(path: str, array: np.ndarray) -> None:
+    with _atomic_file(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
 
 
 def _atomic_write_json(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with _atomic_file(path, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True)
 
 
 def _save_stacked(path: str, arrays: list[np.ndarray], seq_len: int) -> list[int]:
