@@ -362,3 +362,11 @@ def test_no_warnings_in_a_normal_run():
             p.observe(t, counts[t], losses[t])
             p.weights()
     assert isinstance(p, AdoPolicy) and p.num_fits == 3
+
+
+def test_step_options_scale_with_the_run_and_keep_their_declared_defaults_without_one():
+    scaled = AdoPolicy.scaled_defaults(5000)  # 2% of the run, as the authors' 1,000 of 60,000
+    assert scaled == {"warmup_steps": 100, "update_interval": 100, "ignore_steps": 100}
+    assert AdoPolicy.scaled_defaults(None) == {}  # length unknown: 500 / 1,000 / 1,000 apply
+    declared = ado_module.ADO_DEFAULTS
+    assert (declared["warmup_steps"], declared["update_interval"]) == (500, 1000)

@@ -257,3 +257,16 @@ def test_register_policy_in_process():
         register_policy("ado", type("Ado2", (Echo,), {"name": "ado"}))
     with pytest.raises(ValueError, match="must be 'other'"):
         register_policy("other", Echo)
+
+
+@pytest.mark.parametrize("k", [2, 8, 22])  # 22: the Pile, ADO's paper setting
+def test_every_corner_of_a_default_search_space_builds_its_policy(k):
+    for name in BUILTINS:
+        if not policy_class(name).search_space:
+            continue
+        s = load_study({"name": "s", "arms": {"a": {"policy": name, "search": "default"}}})
+        for key, spec in s.search_space("a").items():
+            ends = spec.choices if spec.type == "categorical" else (spec.low, spec.high)
+            for value in ends:  # raises if the corner is refused
+                run = dict(token_counts=[1e6] * k, seq_len=128, total_tokens=10**6)
+                make_policy(name, k, **complete_options(name, {key: value}, **run))

@@ -167,8 +167,8 @@ ADO_OPTIONS: tuple[Option, ...] = (
 #: Default option values, derived from :data:`ADO_OPTIONS`.
 ADO_DEFAULTS: dict[str, Any] = {o.name: o.default for o in ADO_OPTIONS}
 
-#: The options that are step counts; their defaults are 1,000 of the authors' 60,000 steps
-#: (1.7%), so :meth:`AdoPolicy.scaled_defaults` sets them to this fraction of the run.
+#: The options that are step counts. The authors refit every 1,000 of their 60,000 steps
+#: (1.7%); :meth:`AdoPolicy.scaled_defaults` sets each to ``STEP_FRACTION`` of the run.
 STEP_OPTIONS = ("warmup_steps", "update_interval", "ignore_steps")
 STEP_FRACTION = 0.02
 
@@ -202,20 +202,22 @@ class AdoPolicy(MixturePolicy):
     name = "ado"
     options_spec = ADO_OPTIONS
     needs = Needs(prior=True, seq_len=True)
-    # A broad space over the four mixing knobs (the quickstart's).
+    # A broad space over the four mixing knobs. delta_min must stay below 1/K: 0.04 allows up
+    # to 24 domains (the Pile has 22); a study with more sets its own range.
     search_space = {
         "gamma1": {"type": "loguniform", "low": 0.01, "high": 1.0},
         "gamma2": {"type": "uniform", "low": 0.01, "high": 1.0},
         "s": {"type": "uniform", "low": 0.0, "high": 1.0},
-        "delta_min": {"type": "loguniform", "low": 0.001, "high": 0.05},
+        "delta_min": {"type": "loguniform", "low": 0.001, "high": 0.04},
     }
 
     @classmethod
     def scaled_defaults(cls, total_steps: int | None) -> dict[str, Any]:
         """``warmup_steps``, ``update_interval`` and ``ignore_steps`` at ``STEP_FRACTION`` (2%)
-        of the run, as the authors' 1,000 of 60,000 steps; 1,000 when the length is unknown."""
-        value = 1000 if total_steps is None else max(1, round(STEP_FRACTION * total_steps))
-        return dict.fromkeys(STEP_OPTIONS, value)
+        of the run; none when the length is unknown (the declared defaults apply)."""
+        if total_steps is None:
+            return {}
+        return dict.fromkeys(STEP_OPTIONS, max(1, round(STEP_FRACTION * total_steps)))
 
     def __init__(self, num_domains: int, **options: Any) -> None:
         super().__init__(num_domains)
