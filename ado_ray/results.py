@@ -66,8 +66,11 @@ PARTS_DIR = "parts"
 #: early-stopping scheduler ended (they are finished, just short).
 FINISHED_STATUSES = frozenset({"completed", "failed", "pruned"})
 # ``interrupted``: the driver or the actor died (a lost node, say); --resume runs it again,
-# unless it was a search's (ado_ray.distributed.sweep.SEARCH_FINAL_STATUSES).
+# unless it was a search's.
 KNOWN_STATUSES = FINISHED_STATUSES | {"running", "interrupted"}
+#: A search trial is final in any of these: the search does not run it again (Train has retried
+#: an interrupted one, and Optuna has moved on).
+SEARCH_FINAL_STATUSES = FINISHED_STATUSES | {"interrupted"}
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -353,7 +356,7 @@ def steps_table(
         counts = _as_list(row.get("counts"), k, "counts", step)
         losses = _as_list(row.get("train_loss"), k, "train_loss", step)
         for i, name in enumerate(domains):
-            count = _opt_int(counts[i], f"step {step}: counts")
+            count = _opt_int(counts[i], f"trial {trial_id}: step {step}: counts")
             loss = _opt_float(losses[i])
             if count == 0:
                 loss = None
@@ -451,7 +454,7 @@ def evals_table(
     cols: dict[str, list[Any]] = {name: [] for name in EVALS_COLUMNS}
     for row in evals:
         step = _required_step(trial_id, row)
-        tokens = _opt_int(row.get("tokens_seen"), f"step {step}: tokens_seen")
+        tokens = _opt_int(row.get("tokens_seen"), f"trial {trial_id}: step {step}: tokens_seen")
         losses = _as_list(row.get("val_loss"), k, "val_loss", step)
         entropy = _as_list(row.get("entropy_rate"), k, "entropy_rate", step)
         for i, name in enumerate(domains):

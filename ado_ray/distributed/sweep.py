@@ -48,6 +48,7 @@ from ado_ray.policies import policy_class, register_policy, registered_policies
 from ado_ray.preflight import SweepPreflight, prepare_sweep
 from ado_ray.results import (
     FINISHED_STATUSES,
+    SEARCH_FINAL_STATUSES,
     ResultsWriter,
     config_id,
     read_meta,
@@ -63,8 +64,6 @@ log = logging.getLogger(__name__)
 
 
 SWARM_FILE = "swarm.json"
-#: A search trial is final in any of these: the search does not run it again.
-SEARCH_FINAL_STATUSES = FINISHED_STATUSES | {"interrupted"}
 
 
 def _search_done(label: str) -> str:
